@@ -1,0 +1,281 @@
+"""Resumable generation of defect data sets with an oracle calculator.
+
+Layout of an output folder::
+
+    DIR/hosts.extxyz     oracle-relaxed pristine hosts (info: host_key)
+    DIR/samples.extxyz   one frame per relaxed defect structure (append-only)
+    DIR/manifest.json    what exists: counts, oracle, protocol, versions
+
+The job list is a pure function of the arguments (materials, density, count,
+supercell, seed), and each job has a stable id, so rerunning the same command
+skips finished ids and resumes; raising ``count`` extends the same list.
+Worker processes relax structures in parallel; the parent is the only writer.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from ase import Atoms
+
+from .defects import DefectConfig, apply_defects, generate_configs
+from .hosts import build_host, host_spec
+from .oracle import FMAX, MAX_STEPS, calculator_version, make_calculator, relax
+from .sample import unwrap_relaxed
+from .store import append_frames, read_frames
+
+SAMPLES = "samples.extxyz"
+HOSTS = "hosts.extxyz"
+MANIFEST = "manifest.json"
+
+
+def defect_string(defects) -> str:
+    """Kröger–Vink-like label: ``V_S`` vacancy, ``Se_S`` substitution, comma-joined."""
+    return ",".join(f"V_{a}" if k == "vacancy" else f"{b}_{a}" for k, a, b in defects)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One structure to relax."""
+
+    id: str
+    host_key: str
+    material: str
+    supercell: tuple[int, int]
+    density: str
+    fraction: float
+    sites: tuple[int, ...]
+    defects: tuple
+    seed: int
+
+
+def host_key(material: str, supercell: tuple[int, int]) -> str:
+    return f"{host_spec(material).name}_{supercell[0]}x{supercell[1]}"
+
+
+def plan_jobs(materials: Iterable[str], density: str, count: int,
+              supercell: int | tuple[int, int] | None, seed: int) -> list[Job]:
+    """Deterministic job list, interleaved across materials and concentrations.
+
+    Interleaving makes a partial run cover every material and concentration.
+    Each concentration of each material draws from its own seeded stream, so a
+    larger ``count`` extends the list without changing existing jobs.
+    """
+    groups: list[list[Job]] = []
+    for mat in materials:
+        spec = host_spec(mat)
+        sc = spec.supercell if supercell is None else (
+            (supercell, supercell) if np.isscalar(supercell) else tuple(supercell))
+        host = build_host(spec.name, sc)
+        key = host_key(spec.name, sc)
+        if density == "high":
+            from .defects import HIGH_DENSITY_FRACTIONS
+            for k, frac in enumerate(HIGH_DENSITY_FRACTIONS):
+                stream = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+                cfgs = generate_configs(host, "high", count, stream, fractions=(frac,))
+                groups.append([_job(key, c, f"c{round(frac * 1000):03d}", i, seed)
+                               for i, c in enumerate(cfgs)])
+        else:
+            cfgs = generate_configs(host, "low", count, seed)
+            groups.append([_job(key, c, "n", i, seed) for i, c in enumerate(cfgs)])
+    jobs = []
+    for rank in range(max((len(g) for g in groups), default=0)):
+        jobs += [g[rank] for g in groups if rank < len(g)]
+    return jobs
+
+
+def _job(key: str, cfg: DefectConfig, tag: str, i: int, seed: int) -> Job:
+    return Job(f"{key}-{cfg.density}-{tag}-{i:05d}", key, cfg.host, cfg.supercell,
+               cfg.density, float(cfg.fraction), cfg.sites, cfg.defects, seed)
+
+
+# ---------------------------------------------------------------- workers
+_CALC = None
+
+
+def _init_worker(calculator: str, threads: int) -> None:
+    global _CALC
+    import torch
+    torch.set_num_threads(threads)
+    _CALC = make_calculator(calculator)
+
+
+def _relax_job(args) -> tuple[Job, dict]:
+    job, host, fmax, steps = args
+    unrelaxed = apply_defects(host, job.sites, job.defects)
+    res = relax(unrelaxed, _CALC, fmax=fmax, steps=steps)
+    out = asdict(res)
+    out["unrelaxed"] = unrelaxed
+    out["positions"] = unwrap_relaxed(unrelaxed, res.positions)
+    return job, out
+
+
+def _record(job: Job, out: dict, calculator: str, version: str) -> Atoms:
+    atoms = out["unrelaxed"].copy()
+    atoms.arrays["relaxed_positions"] = out["positions"]
+    atoms.info = {
+        "id": job.id, "material": job.material, "density": job.density,
+        "fraction": job.fraction, "supercell": f"{job.supercell[0]}x{job.supercell[1]}",
+        "host_key": job.host_key, "defects": defect_string(job.defects),
+        "steps": out["steps"], "converged": out["converged"],
+        "energy_initial": out["energy_initial"], "energy_final": out["energy_final"],
+        "fmax_final": out["fmax_final"], "wall_time": round(out["wall_time"], 3),
+        "calculator": calculator, "calculator_version": version, "seed": job.seed,
+    }
+    return atoms
+
+
+def relaxed_host(out: Path, material: str, supercell: tuple[int, int],
+                 calculator: str, threads: int = 1, fmax: float = FMAX,
+                 steps: int = MAX_STEPS) -> Atoms:
+    """The oracle-relaxed pristine host, relaxed once and cached in ``hosts.extxyz``."""
+    key = host_key(material, supercell)
+    for h in read_frames(out / HOSTS, repair=True):
+        if h.info.get("host_key") == key:
+            return _with_labels(h, material, supercell)
+    import torch
+    torch.set_num_threads(threads)
+    host = build_host(material, supercell)
+    res = relax(host, make_calculator(calculator), fmax=fmax, steps=steps)
+    relaxed = host.copy()
+    relaxed.positions = res.positions
+    for k in ("cell_index", "basis_index"):
+        relaxed.arrays.pop(k, None)
+    relaxed.info = {"host_key": key, "material": material,
+                    "supercell": f"{supercell[0]}x{supercell[1]}",
+                    "steps": res.steps, "converged": res.converged,
+                    "energy_final": res.energy_final, "calculator": calculator}
+    append_frames(out / HOSTS, [relaxed])
+    return _with_labels(relaxed, material, supercell)
+
+
+def _with_labels(h: Atoms, material: str, supercell) -> Atoms:
+    ref = build_host(material, supercell)
+    h = h.copy()
+    h.arrays["cell_index"] = ref.arrays["cell_index"]
+    h.arrays["basis_index"] = ref.arrays["basis_index"]
+    h.info.update(host=ref.info["host"], supercell=ref.info["supercell"])
+    return h
+
+
+def done_ids(out: Path) -> set[str]:
+    """Ids already in the store (a truncated last frame is repaired away)."""
+    return {a.info["id"] for a in read_frames(Path(out) / SAMPLES, repair=True)}
+
+
+def generate(out: str | Path, materials: Iterable[str], density: str, count: int,
+             supercell: int | tuple[int, int] | None = None, calculator: str = "chgnet",
+             workers: int = 1, threads: int = 1, seed: int = 0, fmax: float = FMAX,
+             steps: int = MAX_STEPS, progress: bool = True,
+             limit: int | None = None) -> dict:
+    """Generate (or resume) a data set; returns the run summary.
+
+    Parameters
+    ----------
+    out : path
+        Output folder (created).
+    materials : iterable of str
+        Built-in host names.
+    density : {"low", "high"}
+    count : int
+        Low density: structures per material; high: per concentration.
+    supercell : int or (int, int), optional
+        Default: the 2DMD supercell of each material.
+    calculator : str
+        Oracle name or ``module:function``.
+    workers : int
+        Worker processes; 0 relaxes in this process (tests, debugging).
+    threads : int
+        Torch threads per worker.
+    limit : int, optional
+        Stop after this many new structures (time-boxed increments).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    materials = [host_spec(m).name for m in materials]
+    jobs = plan_jobs(materials, density, count, supercell, seed)
+    finished = done_ids(out)
+    todo = [j for j in jobs if j.id not in finished]
+    if limit is not None:
+        todo = todo[:limit]
+    version = calculator_version(calculator)
+    hosts = {}
+    for j in todo:
+        if j.host_key not in hosts:
+            hosts[j.host_key] = relaxed_host(out, j.material, j.supercell, calculator,
+                                             threads=max(1, threads), fmax=fmax,
+                                             steps=steps)
+    tasks = [(j, hosts[j.host_key], fmax, steps) for j in todo]
+    summary = {"planned": len(jobs), "already_done": len(jobs) - len([
+        j for j in jobs if j.id not in finished]), "new": 0, "not_converged": 0}
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(tasks), disable=not progress, desc=f"relax {density}",
+               unit="struct", smoothing=0.05)
+    t0 = time.time()
+    try:
+        if workers <= 0:
+            _init_worker(calculator, max(1, threads))
+            results = map(_relax_job, tasks)
+            pool = None
+        else:
+            ctx = mp.get_context("spawn")
+            pool = ctx.Pool(workers, initializer=_init_worker,
+                            initargs=(calculator, max(1, threads)))
+            results = pool.imap_unordered(_relax_job, tasks)
+        for job, res in results:
+            append_frames(out / SAMPLES, [_record(job, res, calculator, version)])
+            summary["new"] += 1
+            summary["not_converged"] += int(not res["converged"])
+            bar.update(1)
+            bar.set_postfix(steps=res["steps"], nc=summary["not_converged"])
+    finally:
+        bar.close()
+        if workers > 0:
+            pool.terminate()
+            pool.join()
+        write_manifest(out)
+    summary["wall_time"] = round(time.time() - t0, 1)
+    return summary
+
+
+def write_manifest(out: str | Path) -> dict:
+    """Summarise the store into ``manifest.json`` and return it."""
+    out = Path(out)
+    frames = read_frames(out / SAMPLES)
+    groups: dict[str, dict] = {}
+    for a in frames:
+        i = a.info
+        g = groups.setdefault(f"{i['material']}/{i['density']}/{i['supercell']}",
+                              {"structures": 0, "converged": 0, "steps": [],
+                               "wall_time": 0.0})
+        g["structures"] += 1
+        g["converged"] += int(bool(i["converged"]))
+        g["steps"].append(int(i["steps"]))
+        g["wall_time"] += float(i["wall_time"])
+    for g in groups.values():
+        s = g.pop("steps")
+        g["median_steps"] = float(np.median(s))
+        g["wall_time"] = round(g["wall_time"], 1)
+    calcs = sorted({a.info["calculator_version"] for a in frames})
+    manifest = {
+        "format": "ase_definet extxyz store v1",
+        "samples": SAMPLES, "hosts": HOSTS,
+        "structures": len(frames),
+        "converged": sum(int(bool(a.info["converged"])) for a in frames),
+        "groups": dict(sorted(groups.items())),
+        "oracle": {"calculators": calcs, "optimizer": "FIRE", "fmax": FMAX,
+                   "max_steps": MAX_STEPS, "cell": "fixed",
+                   "host": "pre-relaxed by the same oracle, positions only"},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, out / MANIFEST)
+    return manifest

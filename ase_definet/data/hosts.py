@@ -1,0 +1,170 @@
+"""Built-in pristine hosts: the six 2DMD monolayers.
+
+Each host is a unit cell (in-plane lattice from the 2DMD unit cells, which agree
+with Table 1 of the DefiNet paper) plus a basis given as fractional in-plane
+coordinates and Cartesian heights relative to the middle of the layer. The layer
+is centred in a cell with ``vacuum`` Å along c (20 Å by default, as in 2DMD's
+high-density set).
+
+:func:`build_host` tiles it into an n×m supercell and records, for every atom,
+the unit-cell index it came from, which the defect generator uses to recognise
+configurations that differ only by a lattice translation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+from ..errors import UnknownHostError
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A monolayer unit cell and the defects 2DMD makes in it.
+
+    Attributes
+    ----------
+    name : str
+        Built-in name (``"MoS2"``, ``"hBN"``, ...).
+    a, b : numpy.ndarray
+        In-plane lattice vectors in Å (z = 0).
+    basis : tuple of (str, float, float, float)
+        (symbol, fractional x, fractional y, height above the layer middle in Å).
+    substitutions : tuple of (str, str)
+        Allowed (host element, new element) substitutions.
+    vacancies : tuple of str
+        Elements that may be removed.
+    supercell : tuple of int
+        The 2DMD supercell (Table 1).
+    """
+
+    name: str
+    a: tuple[float, float]
+    b: tuple[float, float]
+    basis: tuple[tuple[str, float, float, float], ...]
+    substitutions: tuple[tuple[str, str], ...]
+    vacancies: tuple[str, ...]
+    supercell: tuple[int, int]
+
+    @property
+    def defect_types(self) -> tuple[tuple[str, str, str | None], ...]:
+        """All defect types as ``("substitution", from, to)`` / ``("vacancy", el, None)``."""
+        subs = tuple(("substitution", f, t) for f, t in self.substitutions)
+        vacs = tuple(("vacancy", e, None) for e in self.vacancies)
+        return subs + vacs
+
+    @property
+    def elements(self) -> frozenset[str]:
+        """Every element a defect structure of this host may contain."""
+        return frozenset({s for s, *_ in self.basis} | {t for _, t in self.substitutions})
+
+
+def _hex(a: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    # 2DMD's hexagonal cells: gamma = 120 degrees, a along x.
+    return (a, 0.0), (-0.5 * a, 0.5 * np.sqrt(3.0) * a)
+
+
+_T = 1.0 / 3.0
+_TT = 2.0 / 3.0
+
+HOSTS: dict[str, HostSpec] = {
+    "MoS2": HostSpec(
+        "MoS2", *_hex(3.1903),
+        (("Mo", _T, _TT, 0.0), ("S", _TT, _T, -1.5649), ("S", _TT, _T, 1.5649)),
+        (("S", "Se"), ("Mo", "W")), ("Mo", "S"), (8, 8)),
+    "WSe2": HostSpec(
+        "WSe2", *_hex(3.3271),
+        (("W", _T, _TT, 0.0), ("Se", _TT, _T, 1.6813), ("Se", _TT, _T, -1.6813)),
+        (("Se", "S"), ("W", "Mo")), ("W", "Se"), (8, 8)),
+    "hBN": HostSpec(
+        "hBN", *_hex(2.5124),
+        (("B", _T, _TT, 0.0), ("N", _TT, _T, 0.0)),
+        (("B", "C"), ("N", "C")), ("B", "N"), (8, 8)),
+    "GaSe": HostSpec(
+        "GaSe", *_hex(3.8191),
+        (("Ga", _TT, _T, -1.2354), ("Ga", _TT, _T, 1.2354),
+         ("Se", _T, _TT, 2.4087), ("Se", _T, _TT, -2.4087)),
+        (("Ga", "In"), ("Se", "S")), ("Ga", "Se"), (6, 6)),
+    "InSe": HostSpec(
+        "InSe", *_hex(4.0965),
+        (("In", _T, _TT, 1.4171), ("In", _T, _TT, -1.4171),
+         ("Se", _TT, _T, 2.6846), ("Se", _TT, _T, -2.6846)),
+        (("In", "Ga"), ("Se", "S")), ("In", "Se"), (6, 6)),
+    "BP": HostSpec(
+        "BP", (3.2999, 0.0), (0.0, 4.6009),
+        (("P", 0.0, 0.588557, -1.0531), ("P", 0.0, 0.411443, 1.0531),
+         ("P", 0.5, 0.088557, 1.0531), ("P", 0.5, 0.911443, -1.0531)),
+        (("P", "N"),), ("P",), (6, 6)),
+}
+
+# Names users and 2DMD folders use for the same hosts.
+ALIASES = {"h-BN": "hBN", "BN": "hBN", "P": "BP", "phosphorene": "BP",
+           "black-P": "BP", "hBN_spin": "hBN", "BP_spin": "BP",
+           "GaSe_spin": "GaSe", "InSe_spin": "InSe"}
+
+
+def host_spec(name: str) -> HostSpec:
+    """Return the :class:`HostSpec` of a built-in host name or alias.
+
+    Raises
+    ------
+    UnknownHostError
+        If the name is not a built-in host.
+    """
+    key = ALIASES.get(name, name)
+    if key not in HOSTS:
+        raise UnknownHostError(
+            f"unknown host {name!r}; built-in hosts are {', '.join(HOSTS)}")
+    return HOSTS[key]
+
+
+def unit_cell(name: str, vacuum: float = 20.0) -> Atoms:
+    """The unit cell of a built-in host, layer centred in ``vacuum`` Å along c."""
+    spec = host_spec(name)
+    cell = np.array([[*spec.a, 0.0], [*spec.b, 0.0], [0.0, 0.0, vacuum]])
+    frac_xy = np.array([[x, y] for _, x, y, _ in spec.basis])
+    pos = frac_xy @ cell[:2, :2]
+    z = np.array([h for *_, h in spec.basis]) + 0.5 * vacuum
+    symbols = [s for s, *_ in spec.basis]
+    return Atoms(symbols, positions=np.column_stack([pos, z]), cell=cell,
+                 pbc=(True, True, False))
+
+
+def build_host(name: str, supercell: tuple[int, int] | int | None = None,
+               vacuum: float = 20.0) -> Atoms:
+    """Pristine n×m supercell of a built-in host.
+
+    Parameters
+    ----------
+    name : str
+        Built-in host name or alias (MoS2, WSe2, hBN, GaSe, InSe, BP).
+    supercell : int or (int, int), optional
+        Repetitions along a and b; default the 2DMD supercell of Table 1.
+    vacuum : float
+        Cell length along c in Å.
+
+    Returns
+    -------
+    ase.Atoms
+        ``pbc = (True, True, False)``; ``atoms.arrays["cell_index"]`` holds the
+        (i, j) unit-cell index of every atom and ``atoms.arrays["basis_index"]``
+        its basis site, ``atoms.info["host"]`` the canonical name.
+    """
+    spec = host_spec(name)
+    if supercell is None:
+        supercell = spec.supercell
+    n, m = (supercell, supercell) if np.isscalar(supercell) else tuple(supercell)
+    if int(n) < 1 or int(m) < 1:
+        raise ValueError(f"supercell must be positive, got {supercell!r}")
+    uc = unit_cell(spec.name, vacuum)
+    atoms = uc.repeat((int(n), int(m), 1))
+    nb = len(uc)
+    idx = np.arange(len(atoms))
+    # ASE's repeat loops over a outermost, then b, with the basis innermost.
+    atoms.arrays["basis_index"] = idx % nb
+    atoms.arrays["cell_index"] = np.column_stack([idx // (nb * m), (idx // nb) % m])
+    atoms.info["host"] = spec.name
+    atoms.info["supercell"] = [int(n), int(m)]
+    return atoms

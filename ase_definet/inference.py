@@ -1,0 +1,215 @@
+"""One-step prediction for one or many defect structures.
+
+:class:`Predictor` owns a network on a device and turns (structure, host)
+pairs into relaxed positions: match → graph → batched forward → positions.
+It is shared by :class:`~ase_definet.relax.DefiNetRelaxer`, the CLI and the
+evaluation code, so there is one prediction path.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch import nn
+
+from .errors import DeviceError, StructureTooLargeError, UnsupportedStructureError
+from .graph import Graph, build_graph, collate
+from .match import DEFAULT_TOLERANCE, PRISTINE, SUBSTITUTION, HostMatch, match_host
+
+#: Bytes of activations per (edge × feature) in a forward pass, measured with
+#: tracemalloc-like peak tracking on CPU (see benchmarks/inference.py).
+_BYTES_PER_EDGE_FEATURE = 48
+
+
+def resolve_device(device: "str | torch.device | None") -> torch.device:
+    """``None`` → CUDA if available, else CPU; a missing CUDA is a clear error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {str(device)!r} was requested but this torch "
+                          f"({torch.__version__}) sees no CUDA device")
+    return dev
+
+
+@contextmanager
+def deterministic_mode(enabled: bool):
+    """Force deterministic kernels (GPU scatter sums) inside the block."""
+    if not enabled:
+        yield
+        return
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+
+
+def defect_labels(match: HostMatch) -> set[str]:
+    """Defect types present, as ``V_X`` (vacancy of X) and ``Y_X`` (Y on an X site)."""
+    labels = {f"V_{s}" for s, _ in match.vacancies}
+    labels |= {f"{new}_{old}" for _, old, new in match.substitutions}
+    return labels
+
+
+def check_supported(match: HostMatch, symbols: list[str], card: dict,
+                    strict: bool = True) -> None:
+    """Compare elements and defect types with a model card.
+
+    Raises
+    ------
+    UnsupportedStructureError
+        If ``strict`` and something lies outside the card; otherwise warns.
+    """
+    if not card:
+        return
+    problems = []
+    elements = set(card.get("elements", []))
+    if elements and not set(symbols) <= elements:
+        problems.append(f"elements {sorted(set(symbols) - elements)} are not in the "
+                        f"model card ({', '.join(sorted(elements))})")
+    defects = set(card.get("defects", []))
+    if defects and not defect_labels(match) <= defects:
+        problems.append(f"defect types {sorted(defect_labels(match) - defects)} are not "
+                        f"in the model card ({', '.join(sorted(defects))})")
+    if problems:
+        msg = "; ".join(problems)
+        if strict:
+            raise UnsupportedStructureError(
+                msg + ". Pass strict=False (CLI: --no-strict) to predict anyway.")
+        warnings.warn(msg + "; predicting anyway (strict=False)", stacklevel=3)
+
+
+@dataclass
+class Prediction:
+    """Predicted relaxed positions of one structure."""
+
+    positions: np.ndarray
+    match: HostMatch
+    timings: dict = field(default_factory=dict)
+
+
+class Predictor:
+    """A DefiNet network on a device, ready to predict.
+
+    Parameters
+    ----------
+    model : None, str, path or torch.nn.Module
+        ``None``: the shipped default; a registry name; a checkpoint path; or a
+        :class:`~ase_definet.model.DefiNet` instance.
+    device : None, "cpu", "cuda", ...
+        ``None`` uses CUDA when available.
+    strict : bool
+        Refuse structures whose elements or defect types are outside the
+        model card (``False``: warn and predict).
+    deterministic : bool
+        Deterministic kernels on GPU (CPU results are always reproducible).
+    max_memory_gb : float
+        Estimated activation memory allowed per forward pass; batches are cut
+        to fit, and a single structure that alone exceeds it is refused with
+        :class:`~ase_definet.errors.StructureTooLargeError`.
+    """
+
+    def __init__(self, model=None, device=None, strict: bool = True,
+                 deterministic: bool = False, max_memory_gb: float = 8.0):
+        from .weights import load_model
+        self.device = resolve_device(device)
+        self.model: nn.Module = load_model(model).to(self.device).eval()
+        self.config = self.model.config
+        self.card = getattr(self.model, "card", {}) or {}
+        self.strict = strict
+        self.deterministic = deterministic
+        self.max_memory_gb = float(max_memory_gb)
+
+    # ------------------------------------------------------------ preparation
+    def prepare(self, atoms: Atoms, host, tolerance: float = DEFAULT_TOLERANCE
+                ) -> tuple[HostMatch, Graph, dict]:
+        """Match and build the graph of one structure; returns timings in s."""
+        t0 = time.perf_counter()
+        match = match_host(atoms, host, tolerance=tolerance)
+        t1 = time.perf_counter()
+        check_supported(match, atoms.get_chemical_symbols(), self.card, self.strict)
+        graph = build_graph(match, atoms.cell.array, atoms.pbc | match.host.pbc,
+                            self.config.cutoff, self.config.max_neighbors)
+        t2 = time.perf_counter()
+        self._check_memory([graph])
+        return match, graph, {"match": t1 - t0, "graph": t2 - t1}
+
+    def _memory_gb(self, n_edges: int) -> float:
+        return n_edges * self.config.hidden * _BYTES_PER_EDGE_FEATURE / 1e9
+
+    def _check_memory(self, graphs: list[Graph]) -> None:
+        g = max(graphs, key=lambda g: g.num_edges)
+        need = self._memory_gb(g.num_edges)
+        if need > self.max_memory_gb:
+            raise StructureTooLargeError(
+                f"a structure with {g.num_nodes} nodes and {g.num_edges} edges needs "
+                f"about {need:.1f} GB of activations, above max_memory_gb="
+                f"{self.max_memory_gb:g}; raise the limit if the machine has the memory")
+
+    # ------------------------------------------------------------ forward
+    def forward_graphs(self, graphs: list[Graph]) -> list[np.ndarray]:
+        """Displacements (float64 numpy, all nodes) of each graph, batched to fit memory."""
+        out: list[np.ndarray] = []
+        chunk: list[Graph] = []
+        edges = 0
+        for g in graphs:
+            if chunk and self._memory_gb(edges + g.num_edges) > self.max_memory_gb:
+                out += self._forward_chunk(chunk)
+                chunk, edges = [], 0
+            chunk.append(g)
+            edges += g.num_edges
+        if chunk:
+            out += self._forward_chunk(chunk)
+        return out
+
+    def _forward_chunk(self, graphs: list[Graph]) -> list[np.ndarray]:
+        b = collate(graphs).to(self.device)
+        with torch.inference_mode(), deterministic_mode(self.deterministic):
+            disp = self.model(b.numbers, b.markers, b.edge_src, b.edge_dst, b.edge_vec,
+                              b.batch, b.n_graphs)
+        disp = disp.to("cpu", torch.float64).numpy()
+        sizes = [g.num_nodes for g in graphs]
+        return np.split(disp, np.cumsum(sizes)[:-1])
+
+    def predict(self, atoms_list: list[Atoms], hosts, tolerance: float = DEFAULT_TOLERANCE,
+                batch_size: int = 8) -> list[Prediction]:
+        """Relaxed positions of many structures.
+
+        Parameters
+        ----------
+        atoms_list : list of ase.Atoms
+        hosts : host or list of hosts
+            One host for all structures, or one per structure.
+        batch_size : int
+            Structures per forward pass (also cut by ``max_memory_gb``).
+        """
+        if not isinstance(hosts, (list, tuple)):
+            hosts = [hosts] * len(atoms_list)
+        preds: list[Prediction] = []
+        for start in range(0, len(atoms_list), max(1, batch_size)):
+            part = atoms_list[start:start + batch_size]
+            prepared = [self.prepare(a, h, tolerance)
+                        for a, h in zip(part, hosts[start:start + batch_size])]
+            t0 = time.perf_counter()
+            disps = self.forward_graphs([g for _, g, _ in prepared])
+            t_net = (time.perf_counter() - t0) / len(part)
+            for a, (m, _, t), d in zip(part, prepared, disps):
+                n = len(a)
+                preds.append(Prediction(a.get_positions() + d[:n], m,
+                                        dict(t, network=t_net)))
+        return preds
+
+
+def marker_counts(match: HostMatch) -> dict[str, int]:
+    """Numbers of pristine atoms, substitutions and vacancies."""
+    m = match.markers
+    return {"pristine": int((m == PRISTINE).sum()),
+            "substitutions": int((m == SUBSTITUTION).sum()),
+            "vacancies": int(len(match.vacancies))}

@@ -1,0 +1,214 @@
+"""DefiNetRelaxer: one-step DefiNet prediction behind an ASE optimizer's API.
+
+``run()`` first writes the DefiNet prediction into ``atoms`` (in place, same
+order and cell, constraints honoured, calculator not called). If ``atoms``
+has a calculator, a fallback ASE optimizer (BFGS by default) then takes the
+residual ionic steps to ``fmax``.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.optimize.optimize import DEFAULT_MAX_STEPS, BaseDynamics
+
+from .checks import MAX_DISPLACEMENT, MIN_DISTANCE_FRACTION, check_prediction, shortest_bond
+from .inference import Predictor, marker_counts
+from .match import DEFAULT_TOLERANCE
+
+POLICIES = ("keep", "revert", "calculator")
+
+
+def _optimizer_class(optimizer):
+    if isinstance(optimizer, str):
+        import ase.optimize
+        try:
+            return getattr(ase.optimize, optimizer)
+        except AttributeError as err:
+            raise ValueError(f"unknown ASE optimizer {optimizer!r}") from err
+    return optimizer
+
+
+class DefiNetRelaxer(BaseDynamics):
+    """Pre-relax a defect structure in one DefiNet forward pass, then optionally
+    finish with residual steps of an ASE optimizer.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        The defect structure; modified in place.
+    host : ase.Atoms, str or path
+        Pristine host: supercell, tiling unit cell, file, or built-in name.
+    model : None, str, path, torch.nn.Module or Predictor
+        ``None`` uses the shipped default weights.
+    device : None, "cpu" or "cuda"
+        ``None`` uses CUDA when available.
+    logfile : None, "-", path or file object
+        ASE-style log (``"-"`` is stdout, the ASE default).
+    trajectory : None or path
+        Trajectory with the unrelaxed frame, the prediction, and every
+        residual step (the prediction frame carries energy and forces when a
+        calculator is attached, since the fallback optimizer writes it).
+    optimizer : str or class
+        Fallback ASE optimizer for the residual steps (default ``"BFGS"``).
+    optimizer_kwargs : dict
+        Extra arguments of the fallback optimizer (e.g. ``{"maxstep": 0.1}``).
+    tolerance : float
+        Host-matching tolerance in Å.
+    on_violation : {"keep", "revert", "calculator"}
+        What to do when the prediction fails the sanity checks: keep it and
+        flag it (default), restore the unrelaxed positions, or restore them and
+        leave the relaxation to the calculator. Flags go to the log and to
+        ``atoms.info["definet_warnings"]``.
+    strict : bool
+        Refuse elements/defect types outside the model card (default True).
+    deterministic : bool
+        Deterministic GPU kernels.
+    """
+
+    def __init__(self, atoms: Atoms, host, model=None, device=None,
+                 logfile: Any = "-", trajectory: str | Path | None = None,
+                 optimizer="BFGS", optimizer_kwargs: dict | None = None,
+                 tolerance: float = DEFAULT_TOLERANCE, on_violation: str = "keep",
+                 min_distance_fraction: float = MIN_DISTANCE_FRACTION,
+                 max_displacement: float = MAX_DISPLACEMENT, strict: bool = True,
+                 deterministic: bool = False, append_trajectory: bool = False):
+        if on_violation not in POLICIES:
+            raise ValueError(f"on_violation must be one of {POLICIES}, got {on_violation!r}")
+        super().__init__(atoms, logfile=logfile, trajectory=None)
+        self._logfile_arg = logfile
+        self.host = host
+        self.predictor = model if isinstance(model, Predictor) else Predictor(
+            model, device=device, strict=strict, deterministic=deterministic)
+        self.trajectory_path = None if trajectory is None else Path(trajectory)
+        self.append_trajectory = append_trajectory
+        self.optimizer_class = _optimizer_class(optimizer)
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.tolerance = tolerance
+        self.on_violation = on_violation
+        self.min_distance_fraction = min_distance_fraction
+        self.max_displacement = max_displacement
+        self.fmax: float | None = None
+        self.predicted = False
+        self.prediction: np.ndarray | None = None
+        self.match = None
+        self.report = None
+        self.timings: dict[str, float] = {}
+        self.fallback = None
+
+    # ------------------------------------------------------------ ASE API
+    def todict(self) -> dict:
+        return {"type": "optimization", "optimizer": self.__class__.__name__,
+                "model": getattr(self.predictor.model, "model_name", "DefiNet"),
+                "fallback": self.optimizer_class.__name__, "fmax": self.fmax,
+                "max_steps": self.max_steps}
+
+    def irun(self, fmax: float = 0.05, steps: int = DEFAULT_MAX_STEPS):
+        """Predict, then yield the fallback optimizer's convergence flags.
+
+        Without a calculator a single ``True`` is yielded after the prediction.
+        ``steps`` caps the residual ionic steps.
+        """
+        self.fmax = fmax
+        self.max_steps = self.nsteps + steps
+        traj = self._open_trajectory()
+        try:
+            if not self.predicted:
+                if traj is not None:
+                    traj.write(self._frame())
+                self.predict()
+                if traj is not None and self.atoms.calc is None:
+                    traj.write(self._frame())
+                self.call_observers()
+            if self.atoms.calc is None:
+                yield True
+                return
+            yield from self._residual(fmax, steps, traj)
+        finally:
+            if traj is not None:
+                traj.close()
+
+    def run(self, fmax: float = 0.05, steps: int = DEFAULT_MAX_STEPS) -> bool:
+        """Predict, then relax to ``fmax`` with the fallback optimizer if a
+        calculator is attached. Returns the converged flag (True without one)."""
+        converged = True
+        for converged in self.irun(fmax=fmax, steps=steps):
+            pass
+        return converged
+
+    # ------------------------------------------------------------ steps
+    def predict(self) -> np.ndarray:
+        """Write the DefiNet prediction into ``atoms`` and return it."""
+        t0 = time.perf_counter()
+        unrelaxed = self.atoms.get_positions()
+        pred = self.predictor.predict([self.atoms], self.host, tolerance=self.tolerance)[0]
+        self.match = pred.match
+        self.atoms.set_positions(pred.positions)      # honours FixAtoms & co.
+        self.prediction = self.atoms.get_positions()
+        self.report = check_prediction(self.atoms, unrelaxed,
+                                       shortest_bond(pred.match.host),
+                                       self.min_distance_fraction, self.max_displacement)
+        self.timings = dict(pred.timings, total=time.perf_counter() - t0)
+        self.predicted = True
+        self._log_prediction(unrelaxed)
+        if not self.report.ok:
+            self._apply_policy(unrelaxed)
+        return self.prediction
+
+    def _apply_policy(self, unrelaxed: np.ndarray) -> None:
+        msgs = list(self.report.problems)
+        self.atoms.info["definet_warnings"] = msgs
+        action = {"keep": "kept the prediction",
+                  "revert": "restored the unrelaxed positions",
+                  "calculator": "restored the unrelaxed positions for the calculator"
+                  }[self.on_violation]
+        text = f"DefiNet prediction failed sanity checks ({'; '.join(msgs)}); {action}"
+        warnings.warn(text, stacklevel=3)
+        self.logfile.write(f"# WARNING: {text}\n")
+        if self.on_violation in ("revert", "calculator"):
+            self.atoms.set_positions(unrelaxed)
+            self.prediction = self.atoms.get_positions()
+
+    def _residual(self, fmax: float, steps: int, traj):
+        kwargs = dict(self.optimizer_kwargs)
+        kwargs.setdefault("logfile", self._logfile_arg)
+        if traj is not None:
+            kwargs["trajectory"] = traj
+        self.fallback = self.optimizer_class(self.atoms, **kwargs)
+        try:
+            for converged in self.fallback.irun(fmax=fmax, steps=steps):
+                self.nsteps = self.fallback.nsteps
+                if self.nsteps:
+                    self.call_observers()
+                yield converged
+        except Exception:
+            # Keep the prediction in atoms; the trajectory so far is on disk.
+            self.atoms.set_positions(self.prediction)
+            raise
+
+    # ------------------------------------------------------------ helpers
+    def _open_trajectory(self):
+        if self.trajectory_path is None:
+            return None
+        from ase.io.trajectory import Trajectory
+        mode = "a" if (self.append_trajectory or self.predicted) else "w"
+        return Trajectory(self.trajectory_path, mode)
+
+    def _frame(self) -> Atoms:
+        frame = self.atoms.copy()
+        frame.calc = None
+        return frame
+
+    def _log_prediction(self, unrelaxed: np.ndarray) -> None:
+        name = "DefiNet"
+        t = time.localtime()
+        counts = marker_counts(self.match)
+        moved = float(np.linalg.norm(self.prediction - unrelaxed, axis=1).max())
+        self.logfile.write(
+            f"{name}:  {0:3d} {t[3]:02d}:{t[4]:02d}:{t[5]:02d}  predicted in "
+            f"{1e3 * self.timings['total']:.1f} ms: {counts['vacancies']} vacancies, "
+            f"{counts['substitutions']} substitutions, largest move {moved:.3f} Å\n")

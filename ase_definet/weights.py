@@ -1,0 +1,176 @@
+"""Registry of shipped models, safe checkpoint I/O and model cards.
+
+Checkpoints are plain dictionaries of tensors and JSON-like values saved with
+``torch.save`` and read with ``torch.load(weights_only=True)``: loading never
+executes code from the file. Shipped files are listed in ``registry.json``
+with their sha256, which is checked before loading; nothing is downloaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, NoWeightsError
+from .model import DefiNet, DefiNetConfig
+
+FORMAT = "ase_definet-checkpoint"
+FORMAT_VERSION = 1
+REGISTRY = "registry.json"
+
+
+def weights_dirs() -> list[Path]:
+    """Folders searched for shipped weights, in order.
+
+    ``$ASE_DEFINET_WEIGHTS``, the repository's ``weights/`` (source checkouts and
+    editable installs), then ``<prefix>/share/ase_definet/weights`` (wheels).
+    """
+    dirs = []
+    if os.environ.get("ASE_DEFINET_WEIGHTS"):
+        dirs.append(Path(os.environ["ASE_DEFINET_WEIGHTS"]))
+    dirs.append(Path(__file__).resolve().parent.parent / "weights")
+    dirs.append(Path(sys.prefix) / "share" / "ase_definet" / "weights")
+    return dirs
+
+
+def registry() -> dict[str, dict]:
+    """Name → entry (``file``, ``sha256``, ``card``, ``default``) of shipped models."""
+    out: dict[str, dict] = {}
+    for d in weights_dirs():
+        reg = d / REGISTRY
+        if reg.is_file():
+            for name, entry in json.loads(reg.read_text())["models"].items():
+                out.setdefault(name, dict(entry, path=str(d / entry["file"])))
+    return out
+
+
+def default_model_name() -> str:
+    """Name of the shipped default model.
+
+    Raises
+    ------
+    NoWeightsError
+        If no shipped weights are installed.
+    """
+    reg = registry()
+    for name, entry in reg.items():
+        if entry.get("default"):
+            return name
+    if reg:
+        return next(iter(reg))
+    raise NoWeightsError(
+        "no shipped DefiNet weights are installed (searched "
+        f"{', '.join(str(d) for d in weights_dirs())}); pass model='path/to/checkpoint.pt' "
+        "or a DefiNet module, or train one with `definet train`")
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: DefiNet, meta: dict | None = None,
+                    extra: dict | None = None) -> None:
+    """Save a model (config + weights + metadata) atomically.
+
+    ``extra`` holds tensors/values for resuming training (optimizer, EMA, RNG).
+    """
+    from . import __version__
+    ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "code_version": __version__, "config": model.config.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "meta": meta or {}}
+    if extra:
+        ckpt.update(extra)
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dict:
+    """Read a checkpoint without executing code, checking its hash if given.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt, truncated or tampered file, or not a DefiNet checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if expected_sha256 is not None:
+        got = sha256(path)
+        if got != expected_sha256:
+            raise CheckpointError(
+                f"checkpoint {path} has sha256 {got}, expected {expected_sha256}: "
+                "the file is corrupt, truncated or was modified")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for bad files
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ase_definet checkpoint "
+                              "(no 'format' marker; was it saved by save_checkpoint?)")
+    if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {ckpt.get('format_version')}, newer than this "
+            f"ase_definet understands ({FORMAT_VERSION}); upgrade ase_definet")
+    if "config" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} lacks its model config or weights")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str = "<checkpoint>") -> DefiNet:
+    """Build a :class:`DefiNet` from a checkpoint dictionary."""
+    try:
+        config = DefiNetConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: incompatible model config: {err}") from err
+    model = DefiNet(config)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(
+            f"{path}: weights do not fit the DefiNet architecture of ase_definet "
+            f"(made by version {ckpt.get('code_version', '?')}): {first}") from err
+    model.card = ckpt.get("meta", {}).get("card", {})
+    return model.eval()
+
+
+def load_model(model: "str | Path | nn.Module | None" = None) -> nn.Module:
+    """Resolve ``model`` (None, registry name, checkpoint path or module) to a network.
+
+    ``None`` loads the shipped default; names are looked up in the registry
+    and their sha256 verified; paths are read with ``weights_only=True``.
+    """
+    if isinstance(model, nn.Module):
+        return model
+    if model is None:
+        model = default_model_name()
+    reg = registry()
+    name = str(model)
+    if name in reg:
+        entry = reg[name]
+        net = model_from_checkpoint(read_checkpoint(entry["path"], entry["sha256"]),
+                                    entry["path"])
+        net.card = dict(entry.get("card", {}), **getattr(net, "card", {}))
+        net.model_name = name
+        return net
+    path = Path(name)
+    if not path.exists():
+        raise NoWeightsError(
+            f"model {name!r} is neither a shipped model ({', '.join(reg) or 'none installed'}) "
+            "nor an existing checkpoint file")
+    net = model_from_checkpoint(read_checkpoint(path), str(path))
+    net.model_name = path.name
+    return net
