@@ -179,12 +179,18 @@ class DefiNetRelaxer(BaseDynamics):
         if traj is not None:
             kwargs["trajectory"] = traj
         self.fallback = self.optimizer_class(self.atoms, **kwargs)
+        first = True
         try:
             for converged in self.fallback.irun(fmax=fmax, steps=steps):
                 self.nsteps = self.fallback.nsteps
                 if self.nsteps:
                     self.call_observers()
-                yield converged
+                elif traj is not None and first:
+                    # ASE skips step 0 on a non-empty trajectory: write the
+                    # prediction here, with the energy and forces just computed.
+                    traj.write(self.atoms)
+                first = False
+                yield bool(converged)
         except Exception:
             # Keep the prediction in atoms; the trajectory so far is on disk.
             self.atoms.set_positions(self.prediction)

@@ -1,0 +1,360 @@
+"""Train/val/test splits: stratified, seeded, leak-free.
+
+Samples are split per stratum (:attr:`Sample.group`, ``material/density``), so
+each material and density keeps the same proportions (2DMD: 8:1:1). Samples
+that hold the same configuration — the same id, or the same species at the
+same positions (to ``tol`` Å, modulo lattice vectors on periodic axes, in any
+atom order) — are kept together in one split, so no configuration is trained
+on and tested on.
+
+Split files are JSON::
+
+    {"seed": 0, "fractions": [0.8, 0.1, 0.1],
+     "train": [ids...], "val": [ids...], "test": [ids...]}
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import zlib
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..errors import DataFormatError
+from .sample import Sample, minimum_image
+
+SPLITS = ("train", "val", "test")
+#: Default tolerance (Å) under which two configurations are the same.
+SAME_TOLERANCE = 1e-6
+
+# Reciprocal-lattice vectors (fractional) of the configuration fingerprint.
+_G = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, -1, 0],
+               [2, 1, 0], [1, 2, 0], [1, 0, 1], [0, 1, 1]], dtype=float)
+
+
+class Split(dict):
+    """``{"train": [...], "val": [...], "test": [...]}`` plus how it was made.
+
+    Attributes
+    ----------
+    seed : int or None
+    fractions : tuple of float or None
+    """
+
+    def __init__(self, parts: Mapping[str, list], seed: int | None = None,
+                 fractions: Sequence[float] | None = None):
+        super().__init__({name: list(parts.get(name, [])) for name in SPLITS})
+        self.seed = seed
+        self.fractions = None if fractions is None else tuple(float(f) for f in fractions)
+
+
+# ------------------------------------------------------------ duplicates
+def _fingerprint(atoms) -> np.ndarray:
+    """A continuous summary equal for identical configurations.
+
+    Weighted structure factors at a few reciprocal vectors are invariant to
+    atom order and to lattice translations of single atoms, and move by at
+    most ~2π|G|δ/L when atoms move by δ, so near-equal configurations land
+    near each other and a KD-tree finds them without rounding boundaries.
+    """
+    z = atoms.numbers.astype(float)
+    w = z / z.sum()
+    frac = atoms.cell.scaled_positions(atoms.get_positions()) \
+        if atoms.cell.rank == 3 else atoms.get_positions()
+    phase = np.exp(2j * np.pi * frac @ _G.T)                  # (n_atoms, n_G)
+    s = w @ phase
+    return np.concatenate([[len(atoms) * 1e-2, z.mean() * 1e-2],
+                           atoms.cell.array.ravel() * 1e-1, s.real, s.imag])
+
+
+def _fingerprint_radius(samples: Sequence[Sample], tol: float) -> float:
+    """KD-tree radius that cannot miss two configurations within ``tol`` Å."""
+    lmin = min((1.0 / np.linalg.norm(np.linalg.pinv(s.atoms.cell.array), axis=0).max()
+                for s in samples if s.atoms.cell.rank == 3), default=1.0)
+    per_component = 2 * np.pi * np.abs(_G).sum(axis=1).max() * tol / lmin
+    return 2.0 * (np.sqrt(2 * len(_G)) * per_component + 3 * tol) + 1e-12
+
+
+def same_configuration(a, b, tol: float = SAME_TOLERANCE) -> bool:
+    """Whether two structures hold the same species at the same places.
+
+    Positions are compared modulo lattice vectors on periodic axes and in any
+    atom order; the cells must agree to ``tol`` Å.
+    """
+    if len(a) != len(b) or not np.array_equal(np.sort(a.numbers), np.sort(b.numbers)):
+        return False
+    if not np.allclose(a.cell.array, b.cell.array, rtol=0.0, atol=tol):
+        return False
+    pbc = np.asarray(a.pbc) | np.asarray(b.pbc)
+    for z in np.unique(a.numbers):
+        pa, pb = a.positions[a.numbers == z], b.positions[b.numbers == z]
+        delta = (pa[:, None, :] - pb[None, :, :]).reshape(-1, 3)
+        dist = np.linalg.norm(minimum_image(delta, a.cell.array, pbc), axis=1)
+        dist = dist.reshape(len(pa), len(pb))
+        nearest = dist.argmin(axis=1)
+        if dist[np.arange(len(pa)), nearest].max() > tol:
+            return False
+        if len(np.unique(nearest)) != len(pa):
+            return False
+    return True
+
+
+def duplicate_clusters(samples: Sequence[Sample], tol: float = SAME_TOLERANCE
+                       ) -> list[list[int]]:
+    """Indices of samples grouped by configuration (same id or same structure).
+
+    Returns
+    -------
+    list of list of int
+        Every index once; singletons included; ordered by first index.
+    """
+    parent = list(range(len(samples)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+
+    first: dict[str, int] = {}
+    for i, s in enumerate(samples):
+        sid = s.info.get("id")
+        if sid is not None:
+            union(first.setdefault(str(sid), i), i)
+    if len(samples) > 1:
+        prints = [_fingerprint(s.atoms) for s in samples]
+        tree = cKDTree(np.vstack(prints))
+        for i, j in sorted(tree.query_pairs(_fingerprint_radius(samples, tol))):
+            if find(i) != find(j) and same_configuration(samples[i].atoms,
+                                                         samples[j].atoms, tol):
+                union(i, j)
+    clusters: dict[int, list[int]] = {}
+    for i in range(len(samples)):
+        clusters.setdefault(find(i), []).append(i)
+    return sorted(clusters.values(), key=lambda c: c[0])
+
+
+# ------------------------------------------------------------ splitting
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    f = tuple(float(x) for x in fractions)
+    if len(f) != 3 or min(f) < 0 or not np.isclose(sum(f), 1.0):
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, "
+                         f"got {fractions!r}")
+    return f
+
+
+def _quotas(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
+    """(n_val, n_test) for a stratum of ``n`` samples.
+
+    With three or more samples, val and test get at least one each (when their
+    fraction is non-zero), and train keeps at least one.
+    """
+    _, fv, ft = fractions
+    n_val, n_test = round(n * fv), round(n * ft)
+    if n >= 3:
+        n_val = max(n_val, int(fv > 0))
+        n_test = max(n_test, int(ft > 0))
+        while n_val + n_test > n - int(fractions[0] > 0):
+            if n_val >= n_test and n_val > int(fv > 0):
+                n_val -= 1
+            elif n_test > int(ft > 0):
+                n_test -= 1
+            else:
+                break
+    return n_val, n_test
+
+
+def _cluster_key(samples: Sequence[Sample], cluster: list[int]) -> tuple:
+    # Sort by ids so the split depends on the set of samples, not their order.
+    return tuple(sorted(str(samples[i].info.get("id", f"#{i:09d}")) for i in cluster))
+
+
+def _resolve_existing(samples: Sequence[Sample], clusters: list[list[int]]
+                      ) -> dict[int, str]:
+    """Cluster index -> split from ``info['split']``; conflicts go to the later split."""
+    out, conflicts = {}, 0
+    for c, members in enumerate(clusters):
+        given = {samples[i].info.get("split") for i in members} & set(SPLITS)
+        if given:
+            out[c] = max(given, key=SPLITS.index)
+            conflicts += len(given) > 1
+    if conflicts:
+        warnings.warn(f"{conflicts} configurations carry different existing splits; "
+                      "each was kept in its latest one (test over val over train)",
+                      stacklevel=3)
+    return out
+
+
+def split_samples(samples: Sequence[Sample], fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                  seed: int = 0, respect_existing: bool = True,
+                  tol: float = SAME_TOLERANCE) -> Split:
+    """Split samples into train/val/test, stratified by material and density.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+    fractions : (float, float, float)
+        Train, val, test fractions (sum 1).
+    seed : int
+        Each stratum is shuffled by its own generator seeded from ``seed`` and
+        the stratum name, so adding a material leaves the others' splits alone.
+    respect_existing : bool
+        Keep ``info["split"]`` where a sample carries one (2DMD csv files).
+    tol : float
+        Å within which two structures count as the same configuration.
+
+    Returns
+    -------
+    Split
+        Dict of lists of samples (input order within each list), with ``seed``
+        and ``fractions`` attributes. Every stratum of three or more
+        configurations gets at least one val and one test sample.
+    """
+    fractions = _check_fractions(fractions)
+    samples = list(samples)
+    clusters = duplicate_clusters(samples, tol)
+    where = _resolve_existing(samples, clusters) if respect_existing else {}
+    strata: dict[str, list[int]] = {}
+    for c, members in enumerate(clusters):
+        if c not in where:
+            strata.setdefault(samples[members[0]].group, []).append(c)
+    for group, cs in sorted(strata.items()):
+        rng = np.random.default_rng([seed, zlib.crc32(group.encode())])
+        cs = sorted(cs, key=lambda c: _cluster_key(samples, clusters[c]))
+        order = [cs[k] for k in rng.permutation(len(cs))]
+        n_val, n_test = _quotas(sum(len(clusters[c]) for c in order), fractions)
+        filled = {"test": 0, "val": 0}
+        for c in order:
+            name = ("test" if filled["test"] < n_test else
+                    "val" if filled["val"] < n_val else "train")
+            where[c] = name
+            if name != "train":
+                filled[name] += len(clusters[c])
+    parts: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for c, members in enumerate(clusters):
+        parts[where[c]] += members
+    return Split({k: [samples[i] for i in sorted(v)] for k, v in parts.items()},
+                 seed=seed, fractions=fractions)
+
+
+# ------------------------------------------------------------ files
+def _ids(items: Sequence) -> list[str]:
+    out: dict[str, None] = {}          # ordered set: a duplicated id is listed once
+    for item in items:
+        if isinstance(item, Sample):
+            sid = item.info.get("id")
+            if sid is None:
+                raise DataFormatError("a split file needs every sample to have info['id']")
+            item = sid
+        out[str(item)] = None
+    return list(out)
+
+
+def write_split(split: Mapping[str, Sequence], path: str | os.PathLike,
+                seed: int | None = None, fractions: Sequence[float] | None = None) -> Path:
+    """Write a split (of samples or ids) as JSON; returns the path.
+
+    ``seed`` and ``fractions`` default to the attributes of a :class:`Split`.
+    """
+    ids = {name: _ids(split.get(name, [])) for name in SPLITS}
+    _check_disjoint(ids, str(path))
+    seed = getattr(split, "seed", None) if seed is None else seed
+    fractions = getattr(split, "fractions", None) if fractions is None else fractions
+    doc = {"seed": seed, "fractions": None if fractions is None else list(fractions),
+           **ids}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _check_disjoint(ids: Mapping[str, Sequence[str]], where: str) -> None:
+    seen: dict[str, str] = {}
+    for name in SPLITS:
+        for i in ids.get(name, []):
+            if i in seen and seen[i] != name:
+                raise DataFormatError(f"{where}: id {i!r} is in both {seen[i]} and {name}")
+            seen[i] = name
+
+
+def read_split(path: str | os.PathLike) -> dict:
+    """Read a split JSON file: ``{"seed", "fractions", "train", "val", "test"}``.
+
+    Raises
+    ------
+    DataFormatError
+        Unreadable JSON, missing lists, or an id in two splits.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataFormatError(f"{path}: unreadable split file ({err})") from err
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(n), list) for n in SPLITS):
+        raise DataFormatError(f"{path}: a split file needs lists train, val and test")
+    out = {"seed": doc.get("seed"), "fractions": doc.get("fractions")}
+    out.update({n: [str(i) for i in doc[n]] for n in SPLITS})
+    _check_disjoint(out, str(path))
+    return out
+
+
+def apply_split(samples: Sequence[Sample], split_json, unassigned: str = "error",
+                tol: float = SAME_TOLERANCE) -> Split:
+    """Assign samples to the splits a split file (or its dict) names by id.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+    split_json : path or mapping
+        A file from :func:`write_split` or the dict :func:`read_split` returns.
+    unassigned : {"error", "drop", "train", "val", "test"}
+        What to do with samples whose id the split does not list.
+    tol : float
+        A configuration found under different ids in different splits is moved
+        to its latest split (test over val over train), with a warning.
+
+    Raises
+    ------
+    DataFormatError
+        Samples the split does not list, when ``unassigned="error"``.
+    """
+    doc = read_split(split_json) if isinstance(split_json, (str, os.PathLike)) \
+        else dict(split_json)
+    if unassigned not in ("error", "drop", *SPLITS):
+        raise ValueError(f"unassigned must be 'error', 'drop' or a split, got {unassigned!r}")
+    where = {str(i): name for name in SPLITS for i in doc.get(name, [])}
+    samples = list(samples)
+    missing = [s for s in samples if str(s.info.get("id")) not in where]
+    if missing and unassigned == "error":
+        ids = [str(s.info.get("id")) for s in missing[:5]]
+        raise DataFormatError(f"{len(missing)} samples are in no split, e.g. {ids}; "
+                              "pass unassigned='drop' or a split name")
+    labelled = []
+    for s in samples:
+        name = where.get(str(s.info.get("id")), unassigned)
+        if name in SPLITS:
+            labelled.append((s, name))
+    clusters = duplicate_clusters([s for s, _ in labelled], tol)
+    parts: dict[str, list[int]] = {n: [] for n in SPLITS}
+    moved = 0
+    for members in clusters:
+        names = {labelled[i][1] for i in members}
+        target = max(names, key=SPLITS.index)
+        moved += len(names) > 1
+        parts[target] += members
+    if moved:
+        warnings.warn(f"{moved} configurations appear under ids in different splits; "
+                      "each was moved to its latest split (test over val over train)",
+                      stacklevel=2)
+    return Split({k: [labelled[i][0] for i in sorted(v)] for k, v in parts.items()},
+                 seed=doc.get("seed"), fractions=doc.get("fractions"))

@@ -1,0 +1,342 @@
+"""Training DefiNet: single process or ``torchrun`` data parallel.
+
+Recipe (NOTES.md §3): AdamW, gradient clipping, an exponential moving average
+(EMA) of the weights used for validation and saving, ReduceLROnPlateau on
+validation MAE, early stopping. Loss = mean per-atom Euclidean distance to the
+relaxed positions over real atoms (vacancy placeholders excluded), averaged
+per structure and then over structures.
+
+Checkpoints (``last.pt`` every epoch, ``best.pt`` on a new best validation
+MAE) hold the model, EMA, optimizer, scheduler, RNG states and counters, so a
+killed run resumes exactly where its last epoch ended. Under ``torchrun`` each
+rank takes an equal share of every global batch and gradients are averaged,
+which reproduces the single-process update for the same global batch.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .graph import Graph, build_graph, collate
+from .model import DefiNet, get_config
+from .weights import model_from_checkpoint, read_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run (all recorded in the checkpoint)."""
+
+    model: dict | str = "default"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    epochs: int = 200
+    clip_norm: float = 150.0
+    ema_decay: float = 0.999
+    plateau_factor: float = 0.8
+    plateau_patience: int = 5
+    min_lr: float = 1e-6
+    early_stop: int = 10
+    seed: int = 0
+    deterministic: bool = False
+    amp: bool = False
+    max_time: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Encoded:
+    """A sample turned into tensors: graph, target displacement, real-atom mask."""
+
+    graph: Graph
+    target: torch.Tensor
+    real: torch.Tensor
+    id: str
+
+
+def encode(samples, config) -> list[Encoded]:
+    """Match each sample to its host and build its graph (once, before training)."""
+    cfg = get_config(config)
+    out = []
+    for s in samples:
+        m = s.match
+        g = build_graph(m, s.atoms.cell.array, s.atoms.pbc | m.host.pbc, cfg.cutoff,
+                        cfg.max_neighbors)
+        target = torch.zeros((len(m.markers), 3), dtype=torch.float32)
+        target[:len(s.atoms)] = torch.as_tensor(s.displacement, dtype=torch.float32)
+        out.append(Encoded(g, target, g.real, str(s.info.get("id", len(out)))))
+    return out
+
+
+def _batch(items: list[Encoded], device):
+    g = collate([e.graph for e in items]).to(device)
+    return g, torch.cat([e.target for e in items]).to(device), g.real
+
+
+def structure_losses(pred: torch.Tensor, target: torch.Tensor, real: torch.Tensor,
+                     batch: torch.Tensor, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-structure mean Euclidean error and coordinate MAE over real atoms."""
+    w = real.to(pred.dtype)
+    dist_err = torch.linalg.vector_norm(pred - target, dim=-1) * w
+    abs_err = (pred - target).abs().mean(dim=-1) * w
+    n = torch.zeros(n_graphs, dtype=pred.dtype, device=pred.device).index_add_(0, batch, w)
+    n = n.clamp_min(1.0)
+    per_dist = torch.zeros_like(n).index_add_(0, batch, dist_err) / n
+    per_mae = torch.zeros_like(n).index_add_(0, batch, abs_err) / n
+    return per_dist, per_mae
+
+
+class EMA:
+    """Exponential moving average of parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for s, p in zip(self.shadow.state_dict().values(), model.state_dict().values()):
+            if s.dtype.is_floating_point:
+                s.lerp_(p.detach(), 1.0 - self.decay)
+            else:
+                s.copy_(p)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _seed_all(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class Trainer:
+    """Train a DefiNet on encoded samples, with exact resume.
+
+    Parameters
+    ----------
+    train, val : list of Encoded
+    out : path
+        Run folder: ``last.pt``, ``best.pt``, ``metrics.csv``, ``config.json``.
+    config : TrainConfig
+    device : torch.device or str
+    meta : dict
+        Recorded in checkpoints (data manifest, split, ...).
+    """
+
+    def __init__(self, train: list[Encoded], val: list[Encoded], out: str | Path,
+                 config: TrainConfig, device="cpu", meta: dict | None = None,
+                 progress: bool = True):
+        self.train_set, self.val_set = train, val
+        self.out = Path(out)
+        self.cfg = config
+        self.device = torch.device(device)
+        self.meta = dict(meta or {})
+        self.progress = progress
+        self.rank, self.world = _dist_info()
+        self.generator = _seed_all(config.seed)
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.model = DefiNet(config.model).to(self.device)
+        self.ddp = (nn.parallel.DistributedDataParallel(self.model)
+                    if self.world > 1 else self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                     weight_decay=config.weight_decay)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, mode="min", factor=config.plateau_factor,
+            patience=config.plateau_patience, min_lr=config.min_lr)
+        self.ema = EMA(self.model, config.ema_decay)
+        self.epoch = 0
+        self.best = math.inf
+        self.stale = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        return {"train_state": {
+            "model": self.model.state_dict(), "ema": self.ema.shadow.state_dict(),
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
+            "epoch": self.epoch, "best": self.best, "stale": self.stale,
+            "train_config": json.loads(json.dumps(asdict(self.cfg)))}}
+
+    def save(self, name: str) -> None:
+        if self.rank != 0:
+            return
+        meta = dict(self.meta, epoch=self.epoch, best_val_mae=self.best,
+                    train_config=asdict(self.cfg))
+        save_checkpoint(self.out / name, self.ema.shadow, meta=meta, extra=self._state())
+
+    def resume(self, path: str | Path) -> None:
+        """Restore everything from a ``last.pt`` checkpoint."""
+        ckpt = read_checkpoint(path)
+        st = ckpt["train_state"]
+        self.model.load_state_dict(st["model"])
+        self.ema.shadow.load_state_dict(st["ema"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["torch_rng"])
+        self.generator.set_state(st["generator"])
+        self.epoch, self.best, self.stale = st["epoch"], st["best"], st["stale"]
+        log = self.out / "metrics.csv"
+        if log.exists():
+            with open(log) as fh:
+                self.history = [r for r in csv.DictReader(fh)
+                                if int(r["epoch"]) <= self.epoch]
+            self._rewrite_log()
+
+    # ------------------------------------------------------------ loops
+    def _shard(self, idx: list[int]) -> list[int]:
+        return idx[self.rank::self.world]
+
+    def train_epoch(self) -> float:
+        self.ddp.train()
+        order = torch.randperm(len(self.train_set), generator=self.generator).tolist()
+        bs = self.cfg.batch_size
+        total, count = 0.0, 0
+        for start in range(0, len(order), bs):
+            glob = order[start:start + bs]
+            mine = [self.train_set[i] for i in self._shard(glob)]
+            g, target, real = _batch(mine, self.device)
+            with torch.autocast(self.device.type, enabled=self.cfg.amp and
+                                self.device.type == "cuda"):
+                pred = self.ddp(g.numbers, g.markers, g.edge_src, g.edge_dst,
+                                g.edge_vec, g.batch, g.n_graphs)
+            per, _ = structure_losses(pred.float(), target, real, g.batch, g.n_graphs)
+            # sum over my structures / global batch: DDP's gradient average over
+            # ranks then equals the single-process mean over the global batch.
+            loss = per.sum() * self.world / len(glob)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+            self.opt.step()
+            self.ema.update(self.model)
+            total += float(per.detach().sum())
+            count += len(mine)
+        return self._allreduce(total, count)
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module | None = None) -> float:
+        """Mean per-structure coordinate MAE of the EMA model on the validation set."""
+        model = model or self.ema.shadow
+        model.eval()
+        total, count = 0.0, 0
+        idx = self._shard(list(range(len(self.val_set))))
+        for start in range(0, len(idx), self.cfg.batch_size):
+            items = [self.val_set[i] for i in idx[start:start + self.cfg.batch_size]]
+            g, target, real = _batch(items, self.device)
+            pred = model(g.numbers, g.markers, g.edge_src, g.edge_dst, g.edge_vec,
+                         g.batch, g.n_graphs)
+            _, mae = structure_losses(pred.float(), target, real, g.batch, g.n_graphs)
+            total += float(mae.sum())
+            count += len(items)
+        return self._allreduce(total, count)
+
+    def _allreduce(self, total: float, count: int) -> float:
+        if self.world > 1:
+            t = torch.tensor([total, count], dtype=torch.float64)
+            dist.all_reduce(t)
+            total, count = float(t[0]), int(t[1])
+        return total / max(count, 1)
+
+    def _rewrite_log(self) -> None:
+        if self.rank != 0:
+            return
+        with open(self.out / "metrics.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["epoch", "train_loss", "val_mae",
+                                               "lr", "time"])
+            w.writeheader()
+            w.writerows(self.history)
+
+    def fit(self) -> dict:
+        """Train until ``epochs``, early stopping or ``max_time``; returns a summary."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1))
+        from tqdm.auto import tqdm
+        bar = tqdm(total=self.cfg.epochs, initial=self.epoch, desc="train", unit="epoch",
+                   disable=not self.progress or self.rank != 0)
+        t_start = time.time()
+        stopped = "epochs"
+        while self.epoch < self.cfg.epochs:
+            t0 = time.time()
+            loss = self.train_epoch()
+            val = self.validate()
+            self.sched.step(val)
+            self.epoch += 1
+            improved = val < self.best
+            self.best = min(self.best, val)
+            self.stale = 0 if improved else self.stale + 1
+            self.history.append({"epoch": self.epoch, "train_loss": f"{loss:.6f}",
+                                 "val_mae": f"{val:.6f}",
+                                 "lr": f"{self.opt.param_groups[0]['lr']:.3e}",
+                                 "time": f"{time.time() - t0:.2f}"})
+            self._rewrite_log()
+            if improved:
+                self.save("best.pt")
+            self.save("last.pt")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}", best=f"{self.best:.4f}")
+            if self.stale >= self.cfg.early_stop:
+                stopped = "early stopping"
+                break
+            if self.cfg.max_time and time.time() - t_start > self.cfg.max_time:
+                stopped = "max_time"
+                break
+        bar.close()
+        return {"epochs": self.epoch, "best_val_mae": self.best, "stopped": stopped,
+                "wall_time": round(time.time() - t_start, 1)}
+
+
+def train(train_samples, val_samples, out: str | Path, config: TrainConfig | None = None,
+          device="cpu", resume: bool = True, meta: dict | None = None,
+          progress: bool = True) -> dict:
+    """Train (or resume) a DefiNet on samples; see :class:`Trainer`.
+
+    Under ``torchrun`` the process group is initialised here (gloo on CPU,
+    NCCL on CUDA) and each rank uses ``cuda:LOCAL_RANK`` when on GPU.
+    """
+    config = config or TrainConfig()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device(device)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    cfg = get_config(config.model)
+    config.model = cfg.to_dict()
+    trainer = Trainer(encode(train_samples, cfg), encode(val_samples, cfg), out, config,
+                      device=device, meta=meta, progress=progress)
+    last = Path(out) / "last.pt"
+    if resume and last.exists():
+        trainer.resume(last)
+    summary = trainer.fit()
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def load_trained(path: str | Path) -> DefiNet:
+    """The EMA model stored in a training checkpoint."""
+    return model_from_checkpoint(read_checkpoint(path), str(path))

@@ -1,0 +1,59 @@
+"""Shared fixtures: paths to the real 2DMD files beside the repository."""
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PILOT = SHARED / "data" / "2dmd-pilot"
+UNIT_CELLS = SHARED / "data" / "2dmd-unit-cells"
+
+torch.set_num_threads(int(__import__("os").environ.get("DEFINET_TEST_THREADS", "2")))
+
+
+def pilot_rows() -> list[tuple[str, str]]:
+    """(descriptor id, CIF text) of the 200 real 2DMD MoS2 structures."""
+    with gzip.open(PILOT / "pilot" / "data.csv.gz", "rt") as fh:
+        rows = list(csv.reader(fh))
+    return [(r[0], r[1]) for r in rows[1:]]
+
+
+def pilot_descriptors() -> dict[str, list[dict]]:
+    with open(PILOT / "descriptors.csv") as fh:
+        return {r["_id"]: ast.literal_eval(r["defects"]) for r in csv.DictReader(fh)}
+
+
+def read_cif_text(text: str):
+    from ase_definet.data.cif import read_cif
+    return read_cif(text, text=True)
+
+
+@pytest.fixture(scope="session")
+def pilot():
+    if not PILOT.exists():
+        pytest.skip("../shared/data/2dmd-pilot is not beside the repository")
+    desc = pilot_descriptors()
+    return [(read_cif_text(cif), desc[did]) for did, cif in pilot_rows()]
+
+
+@pytest.fixture(scope="session")
+def mos2_unit_cell():
+    from ase_definet.data.cif import read_cif
+    return read_cif(UNIT_CELLS / "MoS2.cif")
+
+
+def canon(records: list[dict]) -> list[tuple]:
+    """Order-free form of a 2DMD defect list."""
+    return sorted(tuple(sorted(r.items())) for r in records)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,139 @@
+"""DefiNetRelaxer: prediction in place, ASE optimizer behaviour, real EMT fallback."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.emt import EMT
+from ase.constraints import FixAtoms, FixCartesian
+from ase.io import read
+
+from ase_definet import DefiNet, DefiNetConfig, DefiNetRelaxer
+from ase_definet.errors import DeviceError, NoWeightsError
+from ase_definet.inference import Predictor
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return DefiNet(DefiNetConfig(hidden=16, num_rbf=8, cutoff=4.0))
+
+
+def cu_defect():
+    host = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(3)
+    atoms = host.copy()
+    del atoms[0]
+    atoms[5].symbol = "Au"
+    return atoms, host
+
+
+def test_prediction_only_in_place_without_calculator(net):
+    atoms, host = cu_defect()
+    before = atoms.copy()
+    log = io.StringIO()
+    r = DefiNetRelaxer(atoms, host=host, model=net, logfile=log)
+    assert r.run() is True
+    assert r.nsteps == 0 and r.predicted
+    assert atoms.get_chemical_symbols() == before.get_chemical_symbols()
+    assert np.allclose(atoms.cell, before.cell)
+    assert np.abs(atoms.positions - before.positions).max() > 0
+    assert np.allclose(atoms.positions, r.prediction)
+    line = log.getvalue().splitlines()[0]
+    assert line.startswith("DefiNet:    0 ") and "1 vacancies, 1 substitutions" in line
+    assert set(r.timings) >= {"match", "graph", "network", "total"}
+
+
+def test_emt_fallback_converges_with_trajectory_and_log(net, tmp_path):
+    atoms, host = cu_defect()
+    atoms.calc = EMT()
+    unrelaxed = atoms.positions.copy()
+    log = io.StringIO()
+    traj = tmp_path / "relax.traj"
+    r = DefiNetRelaxer(atoms, host=host, model=net, logfile=log, trajectory=traj)
+    seen = []
+    r.attach(lambda: seen.append(r.nsteps))
+    assert r.run(fmax=0.05, steps=200) is True
+    assert r.nsteps > 0
+    assert np.sqrt((atoms.get_forces() ** 2).sum(1)).max() < 0.05
+    frames = read(traj, ":")
+    assert len(frames) == r.nsteps + 2           # unrelaxed, prediction, residual steps
+    assert np.allclose(frames[0].positions, unrelaxed)
+    assert np.allclose(frames[1].positions, r.prediction)
+    assert frames[1].calc is not None            # the prediction frame has energy/forces
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("DefiNet:")
+    assert sum(l.startswith("BFGS:") for l in lines) == r.nsteps + 1
+    assert seen[0] == 0 and seen[-1] == r.nsteps   # observers: prediction, then each step
+    d = r.todict()
+    assert d["optimizer"] == "DefiNetRelaxer" and d["fallback"] == "BFGS" and d["fmax"] == 0.05
+
+
+def test_irun_and_step_cap(net):
+    atoms, host = cu_defect()
+    atoms.calc = EMT()
+    r = DefiNetRelaxer(atoms, host=host, model=net, logfile=None, optimizer="FIRE")
+    flags = list(r.irun(fmax=1e-4, steps=3))
+    assert flags[-1] is False and r.nsteps == 3
+
+
+def test_constraints_honoured(net):
+    atoms, host = cu_defect()
+    fixed = [1, 2, 3]
+    atoms.set_constraint([FixAtoms(indices=fixed), FixCartesian(10, mask=(1, 1, 0))])
+    before = atoms.positions.copy()
+    DefiNetRelaxer(atoms, host=host, model=net, logfile=None).run()
+    assert np.array_equal(atoms.positions[fixed], before[fixed])
+    assert np.array_equal(atoms.positions[10, :2], before[10, :2])
+
+
+class Exploding(Calculator):
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        raise RuntimeError("SCF did not converge")
+
+
+def test_calculator_failure_keeps_prediction_and_trajectory(net, tmp_path):
+    atoms, host = cu_defect()
+    atoms.calc = Exploding()
+    traj = tmp_path / "t.traj"
+    r = DefiNetRelaxer(atoms, host=host, model=net, logfile=None, trajectory=traj)
+    with pytest.raises(RuntimeError, match="SCF did not converge"):
+        r.run(fmax=0.05)
+    assert np.allclose(atoms.positions, r.prediction)
+    assert len(read(traj, ":")) == 1                # the unrelaxed frame survived
+
+
+def test_sanity_policies(net):
+    atoms, host = cu_defect()
+    r = DefiNetRelaxer(atoms.copy(), host=host, model=net, logfile=None,
+                       max_displacement=1e-9, on_violation="revert")
+    with pytest.warns(UserWarning, match="failed sanity checks"):
+        r.run()
+    assert np.allclose(r.atoms.positions, atoms.positions)
+    assert "moved" in r.atoms.info["definet_warnings"][0]
+    kept = atoms.copy()
+    with pytest.warns(UserWarning):
+        DefiNetRelaxer(kept, host=host, model=net, logfile=None,
+                       max_displacement=1e-9).run()
+    assert not np.allclose(kept.positions, atoms.positions)
+    assert kept.info["definet_warnings"]
+    with pytest.raises(ValueError, match="on_violation"):
+        DefiNetRelaxer(atoms, host=host, model=net, on_violation="ignore")
+
+
+def test_cuda_requested_without_cuda(net):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    atoms, host = cu_defect()
+    with pytest.raises(DeviceError, match="no CUDA"):
+        DefiNetRelaxer(atoms, host=host, model=net, device="cuda")
+
+
+def test_missing_checkpoint_is_clear(tmp_path):
+    with pytest.raises(NoWeightsError, match="neither a shipped model"):
+        Predictor(str(tmp_path / "nope.pt"))

@@ -1,0 +1,99 @@
+"""Residual-step study with EMT on small Cu/Au fcc supercells."""
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.optimize import BFGS, FIRE
+
+from ase_definet import DefiNet
+from ase_definet.data.sample import Sample
+from ase_definet.inference import Prediction, Predictor
+from ase_definet.residual import format_residual, relax_to_thresholds, residual_study
+
+torch.set_num_threads(1)
+
+
+def make_samples():
+    """A vacancy and an Au substitution in 8-site Cu, relaxed tightly.
+
+    The primitive 2x2x2 cell keeps BFGS's dense Hessian small: on these shared
+    2-core machines a threaded eigh of a 93x93 matrix takes ~0.1 s.
+    """
+    host = bulk("Cu", "fcc", a=3.6).repeat(2)
+    out = []
+    for k, (vac, sub) in enumerate([([0], []), ([], [3])]):
+        a = host.copy()
+        a.symbols[sub] = "Au"
+        del a[vac]
+        a.rattle(0.02, seed=k)
+        ref = a.copy()
+        ref.calc = EMT()
+        FIRE(ref, logfile=None).run(fmax=1e-3, steps=500)
+        out.append(Sample.from_pair(a, ref, host, {"id": f"s{k}", "material": "Cu",
+                                                    "density": "low"}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return make_samples()
+
+
+class TruePredictor:
+    def __init__(self, samples):
+        self.by_id = {id(s.atoms): s for s in samples}
+
+    def predict(self, atoms_list, hosts, batch_size=8):
+        return [Prediction(self.by_id[id(a)].relaxed.copy(), None) for a in atoms_list]
+
+
+def test_start_from_relaxed_positions_needs_fewer_steps(samples):
+    report = residual_study(TruePredictor(samples), samples, calculator="emt",
+                            fmax=(0.05, 0.01), progress=False)
+    assert report["n"] == 2 and report["fmax"] == [0.05, 0.01]
+    for rec in report["per_structure"]:
+        for key in ("0.05", "0.01"):
+            u, p = rec["unrelaxed"][key], rec["predicted"][key]
+            assert u["converged"] and p["converged"]
+            assert p["steps"] < u["steps"]
+            assert abs(u["energy"] - p["energy"]) < 5e-3      # same minimum
+        assert rec["unrelaxed"]["0.01"]["steps"] >= rec["unrelaxed"]["0.05"]["steps"]
+    s = report["summary"]["0.01"]
+    assert s["median_steps_predicted"] == 0           # already converged at 1e-3
+    assert s["reduction_pct"] == pytest.approx(100.0)
+    assert s["median_reduction_pct"] == pytest.approx(100.0)
+    assert s["converged_both"] == 2
+    assert 0 <= s["dE_meV_median"] <= s["dE_meV_max"] < 5.0
+    text = format_residual(report)
+    assert "0.05" in text and "0.01" in text and "100.0" in text
+
+
+def test_thresholds_match_separate_runs(samples):
+    # One run recording both thresholds equals two separate BFGS runs.
+    atoms = samples[1].atoms
+    rec = relax_to_thresholds(atoms, EMT(), (0.01, 0.05), steps=200)
+    for f in (0.05, 0.01):
+        work = atoms.copy()
+        work.calc = EMT()
+        opt = BFGS(work, logfile=None)
+        assert opt.run(fmax=f, steps=200)
+        assert rec[f"{f:g}"]["steps"] == opt.nsteps
+        assert rec[f"{f:g}"]["energy"] == pytest.approx(work.get_potential_energy())
+
+
+def test_step_cap_reports_not_converged(samples):
+    rec = relax_to_thresholds(samples[0].atoms, EMT(), 1e-6, steps=3)
+    assert not rec["1e-06"]["converged"]
+    assert rec["1e-06"]["steps"] == 3 and rec["1e-06"]["fmax_final"] > 1e-6
+
+
+def test_untrained_definet_with_calculator_factory(samples):
+    predictor = Predictor(DefiNet("default"), device="cpu")
+    report = residual_study(predictor, iter(samples), calculator=EMT, fmax=0.05,
+                            steps=300, n=1, progress=False)
+    assert report["n"] == 1 and report["calculator"] == "EMT"
+    s = report["summary"]["0.05"]
+    assert np.isfinite(s["median_steps_unrelaxed"]) and np.isfinite(s["median_steps_predicted"])
+    with pytest.raises(ValueError):
+        residual_study(predictor, samples, calculator=EMT(), fmax=0.0, progress=False)
