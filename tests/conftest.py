@@ -57,3 +57,37 @@ def canon(records: list[dict]) -> list[tuple]:
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def cu_host_spec():
+    """An fcc Cu host with Au/Ni substitutions and Cu vacancies (EMT oracle)."""
+    from ase.build import bulk
+    from ase_definet.data.hosts import HOSTS, register_host
+    if "Cu-fcc" not in HOSTS:
+        register_host("Cu-fcc", bulk("Cu", "fcc", a=3.6, cubic=True),
+                      [("Cu", "Au"), ("Cu", "Ni")], ["Cu"], (3, 3, 3))
+    return HOSTS["Cu-fcc"]
+
+
+def store_samples(folder):
+    """Samples of a generator folder (without depending on the formats module)."""
+    from ase_definet.data.sample import Sample
+    from ase_definet.data.store import read_frames
+    hosts = {h.info["host_key"]: h for h in read_frames(Path(folder) / "hosts.extxyz")}
+    out = []
+    for f in read_frames(Path(folder) / "samples.extxyz"):
+        rel = f.arrays.pop("relaxed_positions")
+        out.append(Sample(f, rel, hosts[f.info["host_key"]], dict(f.info)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def emt_store(tmp_path_factory):
+    """36 EMT-relaxed Cu(Au, Ni) defect structures made by the real generator."""
+    from ase_definet.data.generate import generate
+    cu_host_spec()
+    out = tmp_path_factory.mktemp("emt_store")
+    summary = generate(out, ["Cu-fcc"], "low", 36, calculator="emt", workers=0,
+                       progress=False, seed=0)
+    assert summary["new"] == 36
+    return out

@@ -14,7 +14,14 @@ from ase_definet.evaluate import (displacement_arrays, evaluate, evaluate_predic
                                   format_table, save_report)
 from ase_definet.inference import Prediction, Predictor
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread here (a background job shares the cores); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 KEYS = ["mae", "a3", "a4", "a5", "a6"]
 

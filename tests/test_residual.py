@@ -11,7 +11,14 @@ from ase_definet.data.sample import Sample
 from ase_definet.inference import Prediction, Predictor
 from ase_definet.residual import format_residual, relax_to_thresholds, residual_study
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread here (a background job shares the cores); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_samples():

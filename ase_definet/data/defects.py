@@ -43,7 +43,7 @@ class DefectConfig:
     """
 
     host: str
-    supercell: tuple[int, int]
+    supercell: tuple[int, ...]
     sites: tuple[int, ...]
     defects: tuple[Defect, ...]
     density: str
@@ -93,14 +93,14 @@ def translation_table(host: Atoms) -> np.ndarray:
     """
     ci = host.arrays["cell_index"]
     bi = host.arrays["basis_index"]
-    n, m = ci.max(axis=0) + 1
+    reps = ci.max(axis=0) + 1
     nb = bi.max() + 1
-    lookup = np.empty((n, m, nb), dtype=np.int64)
-    lookup[ci[:, 0], ci[:, 1], bi] = np.arange(len(host))
-    shifts = np.array([(a, b) for a in range(n) for b in range(m)])
-    new_i = (ci[None, :, 0] + shifts[:, None, 0]) % n
-    new_j = (ci[None, :, 1] + shifts[:, None, 1]) % m
-    return lookup[new_i, new_j, bi[None, :]]
+    lookup = np.empty((*reps, nb), dtype=np.int64)
+    lookup[ci[:, 0], ci[:, 1], ci[:, 2], bi] = np.arange(len(host))
+    shifts = np.stack(np.meshgrid(*[np.arange(r) for r in reps], indexing="ij"),
+                      axis=-1).reshape(-1, 3)
+    moved = (ci[None, :, :] + shifts[:, None, :]) % reps
+    return lookup[moved[..., 0], moved[..., 1], moved[..., 2], bi[None, :]]
 
 
 def canonical_key(table: np.ndarray, sites, defects) -> tuple:

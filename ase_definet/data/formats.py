@@ -38,11 +38,11 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from ase import Atoms
 from ase.io import read, write
-from ase.io.cif import parse_cif
 from ase.io.extxyz import key_val_dict_to_str, key_val_str_to_dict
 
 from ..errors import DataFormatError, DefiNetInputError
 from ..match import resolve_host, supercell_matrix
+from .cif import read_cif
 from .hosts import host_spec, unit_cell
 from .sample import Sample, unwrap_relaxed
 from .splits import SPLITS, read_split, split_samples
@@ -203,32 +203,23 @@ def _store_sample(frame: Atoms, hosts: dict, samples_file: Path,
 
 
 # ------------------------------------------------------------ CIF
-def _read_cif(path: Path) -> Atoms:
+def _read_cif(path: Path, pbc=PBC_2D) -> Atoms:
     """One structure from a CIF file, positions as written (not wrapped).
 
-    P1 files (2DMD, ours) are read site by site so that coordinates outside
-    [0, 1) survive; other space groups go through ASE's symmetry expansion.
+    P1 files (2DMD, ours) are read site by site (:func:`.cif.read_cif`), so
+    coordinates outside [0, 1) survive. CIF has no notion of vacuum, so
+    ``pbc`` is set by the caller.
     """
     try:
-        blocks = [b for b in parse_cif(str(path)) if b.has_structure()]
-        if not blocks:
-            raise DataFormatError(f"{path}: no structure in this CIF file")
-        block = blocks[0]
-        if int(block.get_spacegroup(True)) == 1:
-            atoms = block.get_unsymmetrized_structure()
-        else:
-            atoms = block.get_atoms()
-    except DataFormatError:
-        raise
+        atoms = read_cif(path)
+    except StopIteration:
+        raise DataFormatError(f"{path}: no structure in this CIF file") from None
     except Exception as err:  # ASE's parser raises many types on garbage input
         raise DataFormatError(f"{path}: unreadable CIF ({type(err).__name__}: {err})") \
             from err
-    occ = block.get("_atom_site_occupancy")
-    if occ is not None and not np.allclose(np.asarray(occ, float), 1.0):
-        raise DataFormatError(f"{path}: partial occupancies are not supported")
     if len(atoms) == 0:
         raise DataFormatError(f"{path}: the CIF file holds no atoms")
-    atoms.pbc = PBC_2D
+    atoms.pbc = pbc
     return atoms
 
 
@@ -563,7 +554,8 @@ def _encode_info(info: Mapping) -> dict:
 
     Strings extxyz would turn into numbers or booleans ("00012", "T"), empty
     strings, None, lists and dicts are stored as ``_JSON ...`` strings, which
-    ASE's reader decodes.
+    ASE's reader decodes (numeric lists come back as numpy arrays, ASE's
+    convention).
     """
     out = {}
     for key, v in info.items():
@@ -791,6 +783,9 @@ def read_pairs(pairs: Iterable[tuple[PathLike, PathLike]], host,
     file are paired (a relaxed ``OUTCAR`` or trajectory works as partner). A
     pair that fails is skipped with a reason naming its files.
     """
+    if host is None:
+        raise DataFormatError("read_pairs needs a host (Atoms, a structure file or a "
+                              "built-in name)")
     result = LoadResult()
     for u, r in pairs:
         u, r = Path(u), Path(r)
@@ -808,7 +803,7 @@ def _read_one(path: Path, index: int) -> Atoms:
     if not path.exists():
         raise DataFormatError(f"{path}: file missing")
     if path.suffix.lower() == ".cif":
-        return _read_cif(path)
+        return _read_cif(path, pbc=True)
     try:
         return read(path, index=index)
     except Exception as err:  # ASE raises many types on unreadable input

@@ -56,8 +56,14 @@ class Job:
     seed: int
 
 
-def host_key(material: str, supercell: tuple[int, int]) -> str:
-    return f"{host_spec(material).name}_{supercell[0]}x{supercell[1]}"
+def host_key(material: str, supercell: tuple[int, ...]) -> str:
+    return f"{host_spec(material).name}_{_sc(supercell)}"
+
+
+def _sc(supercell) -> str:
+    """``8x8`` (2D) or ``3x3x3`` labels; a trailing 1 of a 2D host is dropped."""
+    s = [int(v) for v in supercell]
+    return "x".join(map(str, s[:2] if len(s) == 3 and s[2] == 1 else s))
 
 
 def plan_jobs(materials: Iterable[str], density: str, count: int,
@@ -71,9 +77,8 @@ def plan_jobs(materials: Iterable[str], density: str, count: int,
     groups: list[list[Job]] = []
     for mat in materials:
         spec = host_spec(mat)
-        sc = spec.supercell if supercell is None else (
-            (supercell, supercell) if np.isscalar(supercell) else tuple(supercell))
-        host = build_host(spec.name, sc)
+        host = build_host(spec.name, spec.supercell if supercell is None else supercell)
+        sc = tuple(host.info["supercell"])
         key = host_key(spec.name, sc)
         if density == "high":
             from .defects import HIGH_DENSITY_FRACTIONS
@@ -122,7 +127,7 @@ def _record(job: Job, out: dict, calculator: str, version: str) -> Atoms:
     atoms.arrays["relaxed_positions"] = out["positions"]
     atoms.info = {
         "id": job.id, "material": job.material, "density": job.density,
-        "fraction": job.fraction, "supercell": f"{job.supercell[0]}x{job.supercell[1]}",
+        "fraction": job.fraction, "supercell": _sc(job.supercell),
         "host_key": job.host_key, "defects": defect_string(job.defects),
         "steps": out["steps"], "converged": out["converged"],
         "energy_initial": out["energy_initial"], "energy_final": out["energy_final"],
@@ -149,7 +154,7 @@ def relaxed_host(out: Path, material: str, supercell: tuple[int, int],
     for k in ("cell_index", "basis_index"):
         relaxed.arrays.pop(k, None)
     relaxed.info = {"host_key": key, "material": material,
-                    "supercell": f"{supercell[0]}x{supercell[1]}",
+                    "supercell": _sc(supercell),
                     "steps": res.steps, "converged": res.converged,
                     "energy_final": res.energy_final, "calculator": calculator}
     append_frames(out / HOSTS, [relaxed])

@@ -38,6 +38,9 @@ class HostSpec:
         Elements that may be removed.
     supercell : tuple of int
         The 2DMD supercell (Table 1).
+    unit : ase.Atoms, optional
+        A ready unit cell (any crystal, 3D included) for hosts registered with
+        :func:`register_host`; the 2D fields ``a``, ``b``, ``basis`` are then unused.
     """
 
     name: str
@@ -46,7 +49,8 @@ class HostSpec:
     basis: tuple[tuple[str, float, float, float], ...]
     substitutions: tuple[tuple[str, str], ...]
     vacancies: tuple[str, ...]
-    supercell: tuple[int, int]
+    supercell: tuple[int, ...]
+    unit: Atoms | None = None
 
     @property
     def defect_types(self) -> tuple[tuple[str, str, str | None], ...]:
@@ -105,6 +109,23 @@ ALIASES = {"h-BN": "hBN", "BN": "hBN", "P": "BP", "phosphorene": "BP",
            "GaSe_spin": "GaSe", "InSe_spin": "InSe"}
 
 
+def register_host(name: str, unit: Atoms, substitutions=(), vacancies=(),
+                  supercell: tuple[int, ...] = (2, 2, 2)) -> HostSpec:
+    """Add a host made from any unit cell (e.g. an fcc metal for EMT tests).
+
+    Parameters
+    ----------
+    substitutions : iterable of (str, str)
+        Allowed (host element, new element) pairs.
+    vacancies : iterable of str
+        Elements that may be removed.
+    """
+    spec = HostSpec(name, (0.0, 0.0), (0.0, 0.0), (), tuple(map(tuple, substitutions)),
+                    tuple(vacancies), tuple(supercell), unit.copy())
+    HOSTS[name] = spec
+    return spec
+
+
 def host_spec(name: str) -> HostSpec:
     """Return the :class:`HostSpec` of a built-in host name or alias.
 
@@ -123,6 +144,8 @@ def host_spec(name: str) -> HostSpec:
 def unit_cell(name: str, vacuum: float = 20.0) -> Atoms:
     """The unit cell of a built-in host, layer centred in ``vacuum`` Å along c."""
     spec = host_spec(name)
+    if spec.unit is not None:
+        return spec.unit.copy()
     cell = np.array([[*spec.a, 0.0], [*spec.b, 0.0], [0.0, 0.0, vacuum]])
     frac_xy = np.array([[x, y] for _, x, y, _ in spec.basis])
     pos = frac_xy @ cell[:2, :2]
@@ -140,31 +163,35 @@ def build_host(name: str, supercell: tuple[int, int] | int | None = None,
     ----------
     name : str
         Built-in host name or alias (MoS2, WSe2, hBN, GaSe, InSe, BP).
-    supercell : int or (int, int), optional
-        Repetitions along a and b; default the 2DMD supercell of Table 1.
+    supercell : int, (int, int) or (int, int, int), optional
+        Repetitions along a, b (and c); default the 2DMD supercell of Table 1.
     vacuum : float
         Cell length along c in Å.
 
     Returns
     -------
     ase.Atoms
-        ``pbc = (True, True, False)``; ``atoms.arrays["cell_index"]`` holds the
-        (i, j) unit-cell index of every atom and ``atoms.arrays["basis_index"]``
+        ``pbc = (True, True, False)`` for the 2D hosts; ``atoms.arrays["cell_index"]``
+        holds the (i, j, k) unit-cell index of every atom and ``atoms.arrays["basis_index"]``
         its basis site, ``atoms.info["host"]`` the canonical name.
     """
     spec = host_spec(name)
     if supercell is None:
         supercell = spec.supercell
-    n, m = (supercell, supercell) if np.isscalar(supercell) else tuple(supercell)
-    if int(n) < 1 or int(m) < 1:
-        raise ValueError(f"supercell must be positive, got {supercell!r}")
+    reps = [int(supercell)] * 2 if np.isscalar(supercell) else [int(v) for v in supercell]
+    if len(reps) == 2:
+        reps.append(1)
+    if min(reps) < 1 or len(reps) != 3:
+        raise ValueError(f"supercell must be 2 or 3 positive integers, got {supercell!r}")
     uc = unit_cell(spec.name, vacuum)
-    atoms = uc.repeat((int(n), int(m), 1))
+    atoms = uc.repeat(reps)
     nb = len(uc)
     idx = np.arange(len(atoms))
-    # ASE's repeat loops over a outermost, then b, with the basis innermost.
+    # ASE's repeat loops over a outermost, then b, then c, basis innermost.
+    c = idx // nb
     atoms.arrays["basis_index"] = idx % nb
-    atoms.arrays["cell_index"] = np.column_stack([idx // (nb * m), (idx // nb) % m])
+    atoms.arrays["cell_index"] = np.column_stack(
+        [c // (reps[1] * reps[2]), (c // reps[2]) % reps[1], c % reps[2]])
     atoms.info["host"] = spec.name
-    atoms.info["supercell"] = [int(n), int(m)]
+    atoms.info["supercell"] = reps[:2] if reps[2] == 1 and spec.unit is None else reps
     return atoms

@@ -73,8 +73,9 @@ def _fingerprint(atoms) -> np.ndarray:
 
 def _fingerprint_radius(samples: Sequence[Sample], tol: float) -> float:
     """KD-tree radius that cannot miss two configurations within ``tol`` Å."""
-    lmin = min((1.0 / np.linalg.norm(np.linalg.pinv(s.atoms.cell.array), axis=0).max()
-                for s in samples if s.atoms.cell.rank == 3), default=1.0)
+    cells = np.array([s.atoms.cell.array for s in samples if s.atoms.cell.rank == 3])
+    # |Δ fractional| <= |Δr| * (column norm of the inverse cell).
+    lmin = 1.0 / np.linalg.norm(np.linalg.pinv(cells), axis=1).max() if len(cells) else 1.0
     per_component = 2 * np.pi * np.abs(_G).sum(axis=1).max() * tol / lmin
     return 2.0 * (np.sqrt(2 * len(_G)) * per_component + 3 * tol) + 1e-12
 
@@ -90,6 +91,11 @@ def same_configuration(a, b, tol: float = SAME_TOLERANCE) -> bool:
     if not np.allclose(a.cell.array, b.cell.array, rtol=0.0, atol=tol):
         return False
     pbc = np.asarray(a.pbc) | np.asarray(b.pbc)
+    if np.array_equal(a.numbers, b.numbers):
+        # Fast path: same atom order (copies, re-read files).
+        delta = minimum_image(a.positions - b.positions, a.cell.array, pbc)
+        if np.linalg.norm(delta, axis=1).max() <= tol:
+            return True
     for z in np.unique(a.numbers):
         pa, pb = a.positions[a.numbers == z], b.positions[b.numbers == z]
         delta = (pa[:, None, :] - pb[None, :, :]).reshape(-1, 3)

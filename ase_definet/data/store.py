@@ -91,7 +91,7 @@ def write_gz(path: str | Path, frames: list[Atoms]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     text = "".join(frame_text(a) for a in frames).encode("utf-8")
     # mtime=0: the same frames give the same bytes (clean diffs, stable hashes).
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb",
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb",
                                                compresslevel=9, mtime=0) as gz:
         gz.write(text)
     os.replace(tmp, path)

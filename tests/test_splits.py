@@ -1,0 +1,237 @@
+"""Splits: stratified, seeded, deterministic, leak-free; split files."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ase_definet.data.hosts import build_host
+from ase_definet.data.sample import Sample
+from ase_definet.data.splits import (SPLITS, apply_split, duplicate_clusters, read_split,
+                                     same_configuration, split_samples, write_split)
+from ase_definet.errors import DataFormatError
+
+_HOSTS = {m: build_host(m, 2) for m in ("MoS2", "WSe2", "hBN")}
+
+
+def make(material: str, density: str, sid: str, seed: int, split: str | None = None,
+         scale: float = 0.05) -> Sample:
+    """A distinct small structure: the host with its atoms jiggled by ``seed``."""
+    host = _HOSTS[material]
+    atoms = host.copy()
+    rng = np.random.default_rng(seed)
+    atoms.positions += rng.normal(scale=scale, size=atoms.positions.shape)
+    info = {"id": sid, "material": material, "density": density}
+    if split:
+        info["split"] = split
+    return Sample(atoms, atoms.positions.copy(), host, info)
+
+
+def population(sizes: dict[tuple[str, str], int], offset: int = 0) -> list[Sample]:
+    out = []
+    for (material, density), n in sizes.items():
+        out += [make(material, density, f"{material}-{density}-{k}", offset + 1000 * len(out) + k)
+                for k in range(n)]
+    return out
+
+
+SIZES = {("MoS2", "high"): 40, ("WSe2", "high"): 10, ("MoS2", "low"): 3, ("hBN", "high"): 1}
+
+
+def ids(split) -> dict[str, list[str]]:
+    return {k: [s.info["id"] for s in v] for k, v in split.items()}
+
+
+def groups_of(split, name):
+    return {s.group for s in split[name]}
+
+
+# ------------------------------------------------------------ stratification
+def test_split_is_stratified_and_covers_every_sample():
+    samples = population(SIZES)
+    split = split_samples(samples, seed=3)
+    assert set(split) == set(SPLITS)
+    all_ids = sum(ids(split).values(), [])
+    assert sorted(all_ids) == sorted(s.info["id"] for s in samples)
+    for (material, density), n in SIZES.items():
+        group = f"{material}/{density}"
+        count = {k: sum(s.group == group for s in v) for k, v in split.items()}
+        if n >= 3:
+            assert count["val"] >= 1 and count["test"] >= 1 and count["train"] >= 1
+        else:
+            assert count == {"train": n, "val": 0, "test": 0}
+    mos2 = {k: sum(s.group == "MoS2/high" for s in v) for k, v in split.items()}
+    assert mos2 == {"train": 32, "val": 4, "test": 4}
+    assert split.seed == 3 and split.fractions == (0.8, 0.1, 0.1)
+
+
+def test_split_fractions_validated_and_honoured():
+    samples = population({("MoS2", "high"): 20})
+    split = split_samples(samples, fractions=(0.5, 0.25, 0.25))
+    assert [len(split[k]) for k in SPLITS] == [10, 5, 5]
+    no_val = split_samples(samples, fractions=(0.9, 0.0, 0.1))
+    assert len(no_val["val"]) == 0 and len(no_val["test"]) == 2
+    with pytest.raises(ValueError, match="fractions"):
+        split_samples(samples, fractions=(0.8, 0.1))
+    with pytest.raises(ValueError, match="fractions"):
+        split_samples(samples, fractions=(0.8, 0.3, 0.1))
+
+
+# ------------------------------------------------------------ determinism
+def test_split_is_deterministic_and_order_independent():
+    samples = population(SIZES)
+    a = ids(split_samples(samples, seed=7))
+    b = ids(split_samples(list(reversed(samples)), seed=7))
+    assert {k: sorted(v) for k, v in a.items()} == {k: sorted(v) for k, v in b.items()}
+    assert ids(split_samples(samples, seed=7)) == a
+    assert ids(split_samples(samples, seed=8)) != a
+
+
+def test_adding_a_material_leaves_other_strata_alone():
+    base = population({("MoS2", "high"): 30})
+    more = base + population({("WSe2", "high"): 12}, offset=99)
+    a, b = ids(split_samples(base, seed=1)), ids(split_samples(more, seed=1))
+    for k in SPLITS:
+        assert [i for i in b[k] if i.startswith("MoS2")] == a[k]
+
+
+# ------------------------------------------------------------ duplicates, no leak
+def test_same_configuration_tolerates_order_wrapping_and_noise():
+    s = make("MoS2", "high", "x", 1)
+    a = s.atoms
+    b = a.copy()
+    perm = np.random.default_rng(0).permutation(len(b))
+    b = b[perm]
+    b.positions[0] += a.cell[0] + a.cell[1]          # another periodic image
+    b.positions += 1e-8
+    assert same_configuration(a, b)
+    c = a.copy()
+    c.positions[3] += [1e-3, 0, 0]
+    assert not same_configuration(a, c)
+    d = a.copy()
+    d[0].symbol = "W"
+    assert not same_configuration(a, d)
+    e = a.copy()
+    e.positions[2] += a.cell[2]                       # c is not periodic here
+    assert not same_configuration(a, e)
+
+
+def test_duplicates_are_kept_together():
+    samples = population({("MoS2", "high"): 30})
+    twin = samples[4].atoms.copy()[::-1]              # same structure, new id, new order
+    twin.positions[2] -= twin.cell[1]
+    samples.append(Sample(twin, twin.positions.copy(), samples[4].host,
+                          {"id": "twin", "material": "MoS2", "density": "high"}))
+    again = make("MoS2", "high", samples[9].info["id"], 12345)   # same id, new structure
+    samples.append(again)
+    clusters = duplicate_clusters(samples)
+    assert [4, 30] in clusters and [9, 31] in clusters
+    assert sum(len(c) for c in clusters) == len(samples)
+    for seed in range(12):
+        split = split_samples(samples, seed=seed)
+        where = {id(s): k for k, v in split.items() for s in v}
+        assert where[id(samples[4])] == where[id(samples[30])]
+        assert where[id(samples[9])] == where[id(samples[31])]
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(sizes=st.lists(st.integers(0, 12), min_size=1, max_size=3),
+       dup=st.integers(0, 5), seed=st.integers(0, 2**16))
+def test_split_property_partition_and_no_leak(sizes, dup, seed):
+    strata = [("MoS2", "high"), ("WSe2", "high"), ("hBN", "low")]
+    samples = population({k: n for k, n in zip(strata, sizes)}, offset=seed)
+    originals = samples[:dup]
+    for s in originals:                               # exact copies under other ids
+        samples.append(Sample(s.atoms.copy(), s.relaxed, s.host,
+                              {**s.info, "id": s.info["id"] + "-copy"}))
+    split = split_samples(samples, seed=seed)
+    where = {id(s): k for k, v in split.items() for s in v}
+    assert len(where) == len(samples) == sum(len(v) for v in split.values())
+    for s in originals:
+        twin = next(t for t in samples if t.info["id"] == s.info["id"] + "-copy")
+        assert where[id(s)] == where[id(twin)]
+    for stratum, n in zip(strata, sizes):
+        group = "/".join(stratum)
+        present = {where[id(s)] for s in samples if s.group == group}
+        if n >= 3:
+            assert {"val", "test"} <= present
+
+
+# ------------------------------------------------------------ existing splits
+def test_existing_splits_are_respected():
+    samples = population({("MoS2", "high"): 12})
+    for s in samples[:4]:
+        s.info["split"] = "test"
+    split = split_samples(samples, seed=0)
+    assert all(s in split["test"] for s in samples[:4])
+    fresh = split_samples(samples, seed=0, respect_existing=False)
+    assert len(fresh["test"]) == 1
+
+
+def test_conflicting_existing_splits_go_to_the_later_split():
+    samples = population({("MoS2", "high"): 6})
+    copy = Sample(samples[0].atoms.copy(), samples[0].relaxed, samples[0].host,
+                  {**samples[0].info, "id": "copy", "split": "test"})
+    samples[0].info["split"] = "train"
+    with pytest.warns(UserWarning, match="different existing splits"):
+        split = split_samples(samples + [copy])
+    assert samples[0] in split["test"] and copy in split["test"]
+
+
+# ------------------------------------------------------------ files
+def test_write_read_apply_split(tmp_path):
+    samples = population(SIZES)
+    split = split_samples(samples, seed=5)
+    path = write_split(split, tmp_path / "split.json")
+    doc = json.loads(path.read_text())
+    assert doc["seed"] == 5 and doc["fractions"] == [0.8, 0.1, 0.1]
+    assert doc["train"] == [s.info["id"] for s in split["train"]]
+    back = read_split(path)
+    assert {k: back[k] for k in SPLITS} == ids(split)
+    applied = apply_split(list(reversed(samples)), path)
+    assert {k: sorted(v) for k, v in ids(applied).items()} == \
+        {k: sorted(v) for k, v in ids(split).items()}
+    assert applied.seed == 5
+
+
+def test_apply_split_unassigned_and_leaks(tmp_path):
+    samples = population({("MoS2", "high"): 5})
+    path = write_split({"train": samples[:3], "val": [samples[3]], "test": []},
+                       tmp_path / "s.json", seed=0, fractions=(0.8, 0.1, 0.1))
+    with pytest.raises(DataFormatError, match="in no split"):
+        apply_split(samples, path)
+    dropped = apply_split(samples, path, unassigned="drop")
+    assert sum(len(v) for v in dropped.values()) == 4
+    as_test = apply_split(samples, path, unassigned="test")
+    assert as_test["test"] == [samples[4]]
+    # The same structure under a train id and a val id: moved together to val.
+    twin = Sample(samples[0].atoms.copy(), samples[0].relaxed, samples[0].host,
+                  {**samples[0].info, "id": samples[3].info["id"]})
+    with pytest.warns(UserWarning, match="different splits"):
+        moved = apply_split([samples[0], samples[1], twin], path)
+    assert samples[0] in moved["val"] and twin in moved["val"]
+
+
+def test_read_split_rejects_bad_files(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"seed": 0, "train": ["a"], "val": ["a"], "test": []}))
+    with pytest.raises(DataFormatError, match="both train and val"):
+        read_split(bad)
+    bad.write_text("{not json")
+    with pytest.raises(DataFormatError, match="unreadable"):
+        read_split(bad)
+    bad.write_text(json.dumps({"train": []}))
+    with pytest.raises(DataFormatError, match="train, val and test"):
+        read_split(bad)
+    with pytest.raises(DataFormatError, match="both"):
+        write_split({"train": ["a"], "test": ["a"]}, tmp_path / "x.json")
+
+
+def test_split_without_warnings_on_clean_data():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_samples(population(SIZES))
