@@ -25,6 +25,128 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _predictor(args):
+    from .inference import Predictor
+    return Predictor(args.model, device=args.device, strict=not args.no_strict)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="shipped model name or checkpoint path (default: shipped default)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--no-strict", action="store_true",
+                   help="predict even for elements/defects outside the model card")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", required=True,
+                   help="data sources: generator folder, 2DMD folder, compact .extxyz.gz, "
+                        "or relaxation files (with --host)")
+    p.add_argument("--host", default=None, help="host for relaxation files")
+    p.add_argument("--split-file", default=None,
+                   help="split JSON (e.g. weights/<model>.split.json) to select --subset")
+    p.add_argument("--subset", default="all", choices=("all", "train", "val", "test"))
+
+
+def _selected(args):
+    from .train import load_samples
+    samples = load_samples(args.data, args.host, lambda m: print(m, file=sys.stderr)).samples
+    if args.subset == "all":
+        return samples
+    if args.split_file:
+        from .data.splits import apply_split
+        return list(apply_split(samples, args.split_file, unassigned="drop")[args.subset])
+    return [s for s in samples if s.info.get("split") == args.subset]
+
+
+def _cmd_relax(args) -> int:
+    from tqdm.auto import tqdm
+    from .batch import FrameWriter, iter_structures, relax_many
+    predictor = _predictor(args)
+    writer = FrameWriter(args.output, args.format)
+    bar = tqdm(desc="relax", unit="struct", disable=args.quiet)
+    for frames in relax_many(iter_structures(args.inputs), args.host, predictor,
+                             batch_size=args.batch_size, calculator=args.calculator,
+                             fmax=args.fmax, steps=args.steps):
+        writer.write(frames)
+        bar.update(len(frames))
+    bar.close()
+    for path in writer.close():
+        print(path)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .train import TrainConfig, run_training
+    model = json.loads(args.config) if args.config.strip().startswith("{") else args.config
+    cfg = TrainConfig(model=model, lr=args.lr, batch_size=args.batch_size,
+                      epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
+                      amp=args.amp, max_time=args.max_time, ema_decay=args.ema_decay,
+                      early_stop=args.early_stop, clip_norm=args.clip_norm,
+                      weight_decay=args.weight_decay)
+    summary = run_training(args.data, args.out, cfg, host=args.host, split=args.split_file,
+                           split_seed=args.split_seed, device=args.device or "cpu",
+                           resume=not args.restart, progress=not args.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import evaluate, format_table, save_report
+    report = evaluate(_predictor(args), _selected(args), batch_size=args.batch_size,
+                      progress=not args.quiet)
+    print(format_table(report))
+    if args.json:
+        save_report(report, args.json)
+    return 0
+
+
+def _cmd_residual(args) -> int:
+    from .evaluate import save_report
+    from .residual import format_residual, residual_study
+    fmax = [float(f) for f in args.fmax.split(",")]
+    report = residual_study(_predictor(args), _selected(args), calculator=args.calculator,
+                            fmax=fmax, steps=args.steps, n=args.n,
+                            progress=not args.quiet)
+    print(format_residual(report))
+    if args.json:
+        save_report(report, args.json)
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from .plot import plot_all, plot_learning_curves
+    if args.data is None:
+        if not args.metrics:
+            raise ValueError("give --data (and a model) or --metrics")
+        print(plot_learning_curves(args.metrics, f"{args.out}/learning_curves.png"))
+        return 0
+    for p in plot_all(_predictor(args), _selected(args)[: max(args.n, 1) * 50], args.out,
+                      metrics_csv=args.metrics, n_structures=args.n,
+                      progress=not args.quiet):
+        print(p)
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .weights import registry
+    reg = registry()
+    if not reg:
+        print("no shipped models installed")
+        return 0
+    for name, entry in reg.items():
+        flag = " (default)" if entry.get("default") else ""
+        print(f"{name}{flag}\n  file: {entry['path']}\n  sha256: {entry['sha256']}")
+        if args.verbose:
+            print("  card: " + json.dumps(entry.get("card", {}), indent=2).replace("\n", "\n  "))
+        else:
+            card = entry.get("card", {})
+            for key in ("summary", "elements", "defects", "oracle"):
+                if key in card:
+                    print(f"  {key}: {card[key]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="definet", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -50,11 +172,94 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--out", required=True, help="output folder (resumes if it exists)")
     g.set_defaults(func=_cmd_generate)
+
+    r = sub.add_parser("relax", help="pre-relax defect structures (any ASE format)")
+    r.add_argument("inputs", nargs="+", help="structure files; multi-frame files allowed")
+    r.add_argument("--host", required=True,
+                   help="pristine host: file, unit cell, or built-in name (MoS2, ...)")
+    _model_args(r)
+    r.add_argument("-o", "--output", default="relaxed.extxyz",
+                   help="output file; its extension picks the ASE format")
+    r.add_argument("--format", default=None, help="ASE output format (default: from -o)")
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--calculator", default=None,
+                   help="finish with residual steps of this calculator (chgnet, emt, ...)")
+    r.add_argument("--fmax", type=float, default=0.05)
+    r.add_argument("--steps", type=int, default=1000)
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_cmd_relax)
+
+    t = sub.add_parser("train", help="train DefiNet (resumes from OUT/last.pt)")
+    t.add_argument("--data", nargs="+", required=True)
+    t.add_argument("--host", default=None)
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--config", default="default",
+                   help="preset (default, paper) or a JSON dict of DefiNetConfig fields")
+    t.add_argument("--split-file", default=None, help="use this split instead of a new one")
+    t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=200)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--batch-size", type=int, default=8, help="global batch size")
+    t.add_argument("--ema-decay", type=float, default=0.999)
+    t.add_argument("--early-stop", type=int, default=10)
+    t.add_argument("--clip-norm", type=float, default=150.0)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-time", type=float, default=None, help="stop after this many s")
+    t.add_argument("--device", default=None)
+    t.add_argument("--deterministic", action="store_true")
+    t.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    t.add_argument("--restart", action="store_true", help="ignore OUT/last.pt")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="MAE and A3-A6 of a model against the Dummy")
+    _model_args(e)
+    _data_args(e)
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--json", default=None, help="write the report here")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("residual", help="residual ionic steps from unrelaxed vs predicted")
+    _model_args(s)
+    _data_args(s)
+    s.add_argument("--calculator", default="chgnet")
+    s.add_argument("--fmax", default="0.05,0.01", help="comma-separated thresholds")
+    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("-n", "--n", type=int, default=20, help="number of structures")
+    s.add_argument("--json", default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_residual)
+
+    pl = sub.add_parser("plot", help="learning curves, parity, error vs distance, top views")
+    _model_args(pl)
+    pl.add_argument("--data", nargs="+", default=None)
+    pl.add_argument("--host", default=None)
+    pl.add_argument("--split-file", default=None)
+    pl.add_argument("--subset", default="all", choices=("all", "train", "val", "test"))
+    pl.add_argument("--metrics", default=None, help="metrics.csv of a training run")
+    pl.add_argument("-n", "--n", type=int, default=1, help="structures to draw")
+    pl.add_argument("--out", default="plots")
+    pl.add_argument("--quiet", action="store_true")
+    pl.set_defaults(func=_cmd_plot)
+
+    m = sub.add_parser("models", help="list shipped models and their cards")
+    m.add_argument("-v", "--verbose", action="store_true", help="print whole cards")
+    m.set_defaults(func=_cmd_models)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    for name, action in parser._subparsers._group_actions[0].choices.items():
+        if name != "generate":          # generate has --threads per worker
+            action.add_argument("--threads", type=int, default=None,
+                                help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads and args.command != "generate":
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except ValueError as err:

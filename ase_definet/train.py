@@ -340,3 +340,51 @@ def train(train_samples, val_samples, out: str | Path, config: TrainConfig | Non
 def load_trained(path: str | Path) -> DefiNet:
     """The EMA model stored in a training checkpoint."""
     return model_from_checkpoint(read_checkpoint(path), str(path))
+
+
+def load_samples(sources, host=None, progress_note=print):
+    """Load and concatenate samples from one or more data sources."""
+    from .data.formats import LoadResult, load_dataset
+    result = LoadResult([])
+    for src in ([sources] if isinstance(sources, (str, Path)) else sources):
+        result.extend(load_dataset(src, host=host))
+    if result.skipped or result.duplicates:
+        progress_note(result.summary())
+    return result
+
+
+def run_training(sources, out: str | Path, config: TrainConfig | None = None,
+                 host=None, split: str | Path | None = None, split_seed: int = 0,
+                 device="cpu", resume: bool = True, progress: bool = True) -> dict:
+    """Load data, split it (or apply a split file), train, and record provenance.
+
+    The split is written to ``out/split.json`` before training, so a resumed
+    run and any later evaluation use the same test set.
+    """
+    from .data.splits import apply_split, read_split, split_samples, write_split
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = load_samples(sources, host)
+    samples = loaded.samples
+    split_file = out / "split.json"
+    if split is not None:
+        parts = apply_split(samples, split, unassigned="drop")
+    elif split_file.exists():
+        parts = apply_split(samples, split_file, unassigned="drop")
+    else:
+        parts = split_samples(samples, seed=split_seed)
+    if not split_file.exists() and _dist_info()[0] == 0:
+        write_split(parts, split_file, seed=split_seed)
+    if not parts["train"] or not parts["val"]:
+        raise ValueError(f"need training and validation samples; got "
+                         f"{len(parts['train'])} train and {len(parts['val'])} val")
+    meta = {"data": [str(s) for s in ([sources] if isinstance(sources, (str, Path))
+                                      else sources)],
+            "split": read_split(split_file) if split_file.exists() else None,
+            "n_train": len(parts["train"]), "n_val": len(parts["val"]),
+            "n_test": len(parts["test"]),
+            "groups": sorted({s.group for s in samples})}
+    summary = train(parts["train"], parts["val"], out, config, device=device,
+                    resume=resume, meta=meta, progress=progress)
+    return dict(summary, n_train=meta["n_train"], n_val=meta["n_val"],
+                n_test=meta["n_test"])

@@ -33,7 +33,8 @@ class DefiNet(nn.Module):
         self.global_x = nn.Parameter(torch.zeros(c.hidden))
         self.rbf = RadialBasis(c.num_rbf, c.cutoff)
         self.layers = nn.ModuleList(
-            DefiNetLayer(c.hidden, c.num_rbf, c.avg_neighbors) for _ in range(c.num_layers))
+            DefiNetLayer(c.hidden, c.num_rbf, c.avg_neighbors,
+                         aggregate=k < c.num_layers - 1) for k in range(c.num_layers))
 
     @classmethod
     def from_config(cls, config: DefiNetConfig | dict | str = "default") -> "DefiNet":

@@ -81,7 +81,8 @@ class DefiNetLayer(nn.Module):
     """One graph convolution: distribution, message passing, self-update,
     coordinate update and aggregation (Fig. 7 of the paper)."""
 
-    def __init__(self, hidden: int, num_rbf: int, avg_neighbors: float):
+    def __init__(self, hidden: int, num_rbf: int, avg_neighbors: float,
+                 aggregate: bool = True):
         super().__init__()
         f = hidden
         self.f = f
@@ -105,9 +106,11 @@ class DefiNetLayer(nn.Module):
         self.pos_gate = MarkerGate(f, f)
         self.pos_q = nn.Sequential(nn.SiLU(), nn.Linear(f, 1))
         self.pos_vec = nn.Linear(f, 1, bias=False)
-        # aggregation, eqs. 10-11
-        self.agg_phi = mlp(2 * f, f, f)
-        self.agg_w = nn.Linear(f, f, bias=False)
+        # aggregation, eqs. 10-11 (the last layer's global node would feed nothing)
+        self.aggregate = aggregate
+        if aggregate:
+            self.agg_phi = mlp(2 * f, f, f)
+            self.agg_w = nn.Linear(f, f, bias=False)
 
     def forward(self, x, v, xg, vg, disp, src, dst, edge_vec0, pair, rbf_fn,
                 batch, counts):
@@ -142,6 +145,8 @@ class DefiNetLayer(nn.Module):
         d_vec = self.pos_vec(v).squeeze(-1)
         disp = disp + d_rpv + d_vec
 
+        if not self.aggregate:
+            return x, v, xg, vg, disp
         # message aggregation (10-11): per-graph means
         xm = scatter_sum(x, batch, xg.shape[0]) / counts[:, None]
         vm = scatter_sum(v, batch, vg.shape[0]) / counts[:, None, None]
