@@ -30,7 +30,7 @@ class DefiNetConfig:
 
     hidden: int = 64
     num_layers: int = 4
-    num_rbf: int = 32
+    num_rbf: int = 16
     cutoff: float = 5.0
     max_neighbors: int = 32
     avg_neighbors: float = 16.0
