@@ -46,11 +46,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-file", default=None,
                    help="split JSON (e.g. weights/<model>.split.json) to select --subset")
     p.add_argument("--subset", default="all", choices=("all", "train", "val", "test"))
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep samples whose info matches (e.g. supercell=12x12)")
 
 
 def _selected(args):
     from .train import load_samples
-    samples = load_samples(args.data, args.host, lambda m: print(m, file=sys.stderr)).samples
+    samples = load_samples(args.data, args.host, lambda m: print(m, file=sys.stderr),
+                           where=getattr(args, "where", None)).samples
     if args.subset == "all":
         return samples
     if args.split_file:
@@ -86,7 +89,8 @@ def _cmd_train(args) -> int:
                       weight_decay=args.weight_decay)
     summary = run_training(args.data, args.out, cfg, host=args.host, split=args.split_file,
                            split_seed=args.split_seed, device=args.device or "cpu",
-                           resume=not args.restart, progress=not args.quiet)
+                           resume=not args.restart, progress=not args.quiet,
+                           exclude=args.exclude)
     print(json.dumps(summary))
     return 0
 
@@ -129,7 +133,15 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from .weights import registry
+    from .weights import package_model, registry
+    if args.add:
+        if not args.name or not args.card:
+            raise ValueError("--add needs --name and --card")
+        card = json.loads(open(args.card).read())
+        entry = package_model(args.add, args.name, card, out_dir=args.out,
+                              default=args.default)
+        print(f"{args.name}: sha256 {entry['sha256']}")
+        return 0
     reg = registry()
     if not reg:
         print("no shipped models installed")
@@ -197,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset (default, paper) or a JSON dict of DefiNetConfig fields")
     t.add_argument("--split-file", default=None, help="use this split instead of a new one")
     t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument("--exclude", action="append", default=[], metavar="KEY=VALUE",
+                   help="leave matching samples out entirely (e.g. supercell=12x12)")
     t.add_argument("--epochs", type=int, default=200)
     t.add_argument("--lr", type=float, default=1e-4)
     t.add_argument("--batch-size", type=int, default=8, help="global batch size")
@@ -238,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--host", default=None)
     pl.add_argument("--split-file", default=None)
     pl.add_argument("--subset", default="all", choices=("all", "train", "val", "test"))
+    pl.add_argument("--where", action="append", default=[], metavar="KEY=VALUE")
     pl.add_argument("--metrics", default=None, help="metrics.csv of a training run")
     pl.add_argument("-n", "--n", type=int, default=1, help="structures to draw")
     pl.add_argument("--out", default="plots")
@@ -246,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list shipped models and their cards")
     m.add_argument("-v", "--verbose", action="store_true", help="print whole cards")
+    m.add_argument("--add", default=None, metavar="CHECKPOINT",
+                   help="ship a trained checkpoint (with --name and --card)")
+    m.add_argument("--name", default=None)
+    m.add_argument("--card", default=None, help="model card JSON file")
+    m.add_argument("--out", default=None, help="weights folder (default: the repo's weights/)")
+    m.add_argument("--default", action="store_true", help="make it the default model")
     m.set_defaults(func=_cmd_models)
     return p
 

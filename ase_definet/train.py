@@ -342,20 +342,40 @@ def load_trained(path: str | Path) -> DefiNet:
     return model_from_checkpoint(read_checkpoint(path), str(path))
 
 
-def load_samples(sources, host=None, progress_note=print):
-    """Load and concatenate samples from one or more data sources."""
+def _matches(sample, conditions: list[str]) -> bool:
+    for cond in conditions:
+        key, _, value = cond.partition("=")
+        if str(sample.info.get(key)) != value:
+            return False
+    return True
+
+
+def load_samples(sources, host=None, progress_note=print, where: list[str] | None = None,
+                 exclude: list[str] | None = None):
+    """Load and concatenate samples from one or more data sources.
+
+    ``where`` keeps samples whose ``info`` matches every ``KEY=VALUE``;
+    ``exclude`` drops samples matching any one of them (e.g. a held-out
+    ``supercell=12x12`` scalability set).
+    """
     from .data.formats import LoadResult, load_dataset
     result = LoadResult([])
     for src in ([sources] if isinstance(sources, (str, Path)) else sources):
         result.extend(load_dataset(src, host=host))
     if result.skipped or result.duplicates:
         progress_note(result.summary())
+    if where:
+        result.samples = [s for s in result.samples if _matches(s, where)]
+    if exclude:
+        result.samples = [s for s in result.samples
+                          if not any(_matches(s, [c]) for c in exclude)]
     return result
 
 
 def run_training(sources, out: str | Path, config: TrainConfig | None = None,
                  host=None, split: str | Path | None = None, split_seed: int = 0,
-                 device="cpu", resume: bool = True, progress: bool = True) -> dict:
+                 device="cpu", resume: bool = True, progress: bool = True,
+                 exclude: list[str] | None = None) -> dict:
     """Load data, split it (or apply a split file), train, and record provenance.
 
     The split is written to ``out/split.json`` before training, so a resumed
@@ -364,7 +384,7 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
     from .data.splits import apply_split, read_split, split_samples, write_split
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = load_samples(sources, host)
+    loaded = load_samples(sources, host, exclude=exclude)
     samples = loaded.samples
     split_file = out / "split.json"
     if split is not None:
@@ -383,7 +403,7 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
             "split": read_split(split_file) if split_file.exists() else None,
             "n_train": len(parts["train"]), "n_val": len(parts["val"]),
             "n_test": len(parts["test"]),
-            "groups": sorted({s.group for s in samples})}
+            "groups": sorted({s.group for s in samples}), "excluded": exclude or []}
     summary = train(parts["train"], parts["val"], out, config, device=device,
                     resume=resume, meta=meta, progress=progress)
     return dict(summary, n_train=meta["n_train"], n_val=meta["n_val"],

@@ -174,3 +174,40 @@ def load_model(model: "str | Path | nn.Module | None" = None) -> nn.Module:
     net = model_from_checkpoint(read_checkpoint(path), str(path))
     net.model_name = path.name
     return net
+
+
+def coverage(samples) -> dict:
+    """Elements and defect types (``V_X``, ``Y_X``) present in samples: the card's scope."""
+    from .inference import defect_labels
+    elements: set[str] = set()
+    defects: set[str] = set()
+    for s in samples:
+        elements |= set(s.atoms.get_chemical_symbols()) | set(s.host.get_chemical_symbols())
+        defects |= defect_labels(s.match)
+    return {"elements": sorted(elements), "defects": sorted(defects)}
+
+
+def package_model(checkpoint: str | Path, name: str, card: dict,
+                  out_dir: str | Path | None = None, default: bool = False) -> dict:
+    """Ship a trained checkpoint: slim copy (weights + config + card), sha256, registry.
+
+    The training state (optimizer, RNG, ...) is dropped; the EMA weights stored
+    as the checkpoint's model are what ships.
+    """
+    out_dir = Path(out_dir) if out_dir else weights_dirs()[1]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, str(checkpoint))
+    meta = {k: v for k, v in ckpt.get("meta", {}).items() if k != "split"}
+    meta["card"] = card
+    file = f"{name}.pt"
+    save_checkpoint(out_dir / file, model, meta=meta)
+    digest = sha256(out_dir / file)
+    reg_path = out_dir / REGISTRY
+    reg = json.loads(reg_path.read_text()) if reg_path.exists() else {"models": {}}
+    if default:
+        for entry in reg["models"].values():
+            entry["default"] = False
+    reg["models"][name] = {"file": file, "sha256": digest, "default": default, "card": card}
+    reg_path.write_text(json.dumps(reg, indent=1) + "\n")
+    return reg["models"][name]

@@ -1,0 +1,114 @@
+"""Model cards: what a shipped model covers, how it was made, how well it does.
+
+A card is a JSON-able dict stored in the checkpoint and in ``registry.json``;
+:func:`card_markdown` renders the same facts for the README.
+
+    python -m ase_definet.card RUN_DIR --data DATA --test REPORT.json
+        [--holdout REPORT.json] [--residual REPORT.json] -o card.json
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+ORACLE_NOTE = (
+    "Labels are CHGNet 0.3.0 relaxations (FIRE, fixed cell, fmax 0.01 eV/Å, host "
+    "pre-relaxed by the same potential), NOT DFT. Expect DFT-relaxed geometries to "
+    "differ from these labels by CHGNet's own error. To train on the real 2DMD DFT "
+    "data: `definet train --data /path/to/2DMD/high_density_defects "
+    "/path/to/2DMD/low_density_defects --out runs/2dmd`, then `definet models --add`.")
+
+
+def _training_log(run: Path) -> dict:
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    return {"epochs": len(rows),
+            "wall_time_s": round(sum(float(r["time"]) for r in rows), 1),
+            "best_val_mae": min(float(r["val_mae"]) for r in rows)}
+
+
+def build_card(run: str | Path, data: str | Path, test_report: dict,
+               holdout_report: dict | None = None, residual_report: dict | None = None,
+               name: str = "definet-2dmd") -> dict:
+    """Assemble a card from a training run folder, its data and its reports."""
+    from .train import load_samples
+    from .weights import coverage, read_checkpoint
+    run, data = Path(run), Path(data)
+    ckpt = read_checkpoint(run / "best.pt")
+    meta = ckpt.get("meta", {})
+    samples = load_samples(data, progress_note=lambda m: None).samples
+    manifest_path = data / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    card = {
+        "name": name,
+        "summary": "DefiNet (default config) for point defects in MoS2, WSe2, h-BN, "
+                   "GaSe, InSe and black phosphorus monolayers; trained on CHGNet labels",
+        "config": ckpt["config"],
+        "parameters": sum(v.numel() for v in ckpt["state_dict"].values()),
+        **coverage(samples),
+        "oracle": ORACLE_NOTE,
+        "data": {"source": str(data), "structures": manifest.get("structures"),
+                 "groups": manifest.get("groups"), "split": str(run / "split.json"),
+                 "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
+                 "n_test": meta.get("n_test"), "excluded": meta.get("excluded", [])},
+        "training": dict(_training_log(run), recipe=meta.get("train_config"),
+                         hardware=f"{platform.machine()} CPU, "
+                                  f"{torch.get_num_threads()} torch threads",
+                         code_version=ckpt.get("code_version")),
+        "test": _slim(test_report),
+    }
+    if holdout_report:
+        card["scalability_holdout"] = _slim(holdout_report)
+    if residual_report:
+        card["residual_steps"] = residual_report.get("summary")
+        card["residual_steps_n"] = len(residual_report.get("per_structure", []))
+    return card
+
+
+def _slim(report: dict) -> dict:
+    return {"overall": report["overall"], "groups": report.get("groups", {})}
+
+
+def _row(name: str, block: dict) -> str:
+    m, d, imp = block["model"], block["dummy"], block["improvement"]
+    cells = [f"{m[k]:.4f} / {d[k]:.4f} ({imp[k]:+.1f} %)" if m.get(k) == m.get(k)
+             and m.get(k) is not None else "n/a" for k in ("mae", "a3", "a4", "a5", "a6")]
+    return f"| {name} | {block.get('n', '')} | " + " | ".join(cells) + " |"
+
+
+def card_markdown(card: dict) -> str:
+    """The card's metrics as markdown tables (model / Dummy (improvement %))."""
+    lines = ["| set | n | MAE | A3 | A4 | A5 | A6 |", "|---|---|---|---|---|---|---|"]
+    lines.append(_row("test, all", card["test"]["overall"]))
+    for g, block in sorted(card["test"]["groups"].items()):
+        lines.append(_row(f"test, {g}", block))
+    if "scalability_holdout" in card:
+        lines.append(_row("MoS2 12×12 (never trained on)",
+                          card["scalability_holdout"]["overall"]))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="build a model card JSON")
+    ap.add_argument("run")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--test", required=True)
+    ap.add_argument("--holdout", default=None)
+    ap.add_argument("--residual", default=None)
+    ap.add_argument("--name", default="definet-2dmd")
+    ap.add_argument("-o", "--output", required=True)
+    a = ap.parse_args(argv)
+    load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
+    card = build_card(a.run, a.data, load(a.test), load(a.holdout), load(a.residual),
+                      a.name)
+    Path(a.output).write_text(json.dumps(card, indent=1) + "\n")
+    print(card_markdown(card))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
