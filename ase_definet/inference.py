@@ -53,10 +53,22 @@ def resolve_device(device: "str | torch.device | None") -> torch.device:
     """``None`` → CUDA if available, else CPU; a missing CUDA is a clear error."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise DeviceError(f"unknown device {device!r}: {err}") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {str(device)!r} was requested but this torch "
                           f"({torch.__version__}) sees no CUDA device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {str(device)!r} was requested but only "
+                          f"{torch.cuda.device_count()} CUDA device(s) are visible")
+    if dev.type not in ("cpu", "cuda"):
+        # mps, xpu, ...: a backend torch was not built with fails here, not mid-run.
+        try:
+            torch.empty(1, device=dev)
+        except (RuntimeError, AssertionError) as err:
+            raise DeviceError(f"device {str(device)!r} is not available: {err}") from err
     return dev
 
 

@@ -88,26 +88,28 @@ def gated_filter(rbf: torch.Tensor, linear: nn.Linear, gate: torch.Tensor,
                  pair_sizes: list[int]) -> torch.Tensor:
     """``linear(rbf) * gate[pair]`` for edges sorted by marker pair.
 
-    The gate is folded into the weights, ``(rbf W + b) g_p = rbf (W g_p) + b g_p``,
+    The gate is folded into the weights, ``(rbf W + b) g_p = [rbf, 1] [W; b] g_p``,
     so each of the 9 pair types is one small matmul and no edge-sized gate
-    tensor is ever gathered or multiplied.
+    tensor is ever gathered or multiplied. The bias rides along as a column of
+    ones: ``addmm`` would first broadcast-copy it over the whole edge-sized
+    output, which costs as much as the product itself.
     """
-    w = linear.weight.t()
-    bias = linear.bias
-    if not torch.is_grad_enabled():
-        out = rbf.new_empty((rbf.shape[0], w.shape[1]))
-        start = 0
-        for p, size in enumerate(pair_sizes):
-            if size:
-                torch.addmm(bias * gate[p], rbf[start:start + size], w * gate[p],
-                            out=out[start:start + size])
-            start += size
-        return out
+    ones = rbf.new_ones((rbf.shape[0], 1))
+    basis = torch.cat([rbf, ones], dim=1)                       # (E, R + 1)
+    w = torch.cat([linear.weight.t(), linear.bias[None, :]], dim=0)
+    inference = not torch.is_grad_enabled()
+    out = basis.new_empty((basis.shape[0], w.shape[1])) if inference else None
     parts, start = [], 0
     for p, size in enumerate(pair_sizes):
         if size:
-            parts.append(torch.addmm(bias * gate[p], rbf[start:start + size], w * gate[p]))
+            block = basis[start:start + size]
+            if inference:
+                torch.mm(block, w * gate[p], out=out[start:start + size])
+            else:
+                parts.append(block @ (w * gate[p]))
         start += size
+    if inference:
+        return out
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
