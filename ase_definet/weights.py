@@ -139,7 +139,9 @@ def model_from_checkpoint(ckpt: dict, path: str = "<checkpoint>") -> DefiNet:
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
+        # torch's first line is only "Error(s) in loading state_dict"; the
+        # next one says which keys are missing or which shapes differ.
+        first = " ".join(line.strip() for line in str(err).splitlines()[:2])[:400]
         raise CheckpointError(
             f"{path}: weights do not fit the DefiNet architecture of ase_definet "
             f"(made by version {ckpt.get('code_version', '?')}): {first}") from err

@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.optimize import FIRE
@@ -12,16 +11,11 @@ from ase_definet import DefiNet
 from ase_definet.data.sample import Sample
 from ase_definet.evaluate import (displacement_arrays, evaluate, evaluate_predictions,
                                   format_table, save_report)
-from ase_definet.inference import Prediction, Predictor
+from ase_definet.inference import Predictor
+
+from conftest import TruePredictor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread here (a background job shares the cores); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 KEYS = ["mae", "a3", "a4", "a5", "a6"]
 
@@ -53,15 +47,6 @@ def samples():
     return make_samples()
 
 
-class TruePredictor:
-    """Returns the reference relaxed positions: a perfect model."""
-
-    def __init__(self, samples):
-        self.by_id = {id(s.atoms): s for s in samples}
-
-    def predict(self, atoms_list, hosts, batch_size=8):
-        return [Prediction(self.by_id[id(a)].relaxed.copy(), self.by_id[id(a)].match)
-                for a in atoms_list]
 
 
 def test_perfect_predictor_scores_zero_and_full_improvement(samples):

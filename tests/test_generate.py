@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from ase_definet.data.defects import (apply_defects, canonical_key, generate_configs,
+from ase_definet.data.defects import (canonical_key, generate_configs,
                                       translation_table)
 from ase_definet.data.generate import SAMPLES, done_ids, generate, plan_jobs
 from ase_definet.data.hosts import HOSTS, build_host, host_spec

@@ -94,7 +94,7 @@ def test_non_finite_coordinates(net, value):
     atoms, host = mos2_defect(3)
     atoms.positions[7, 2] = value
     raises_input_error(NonFiniteError, atoms, host, net, r"atom\(s\) \[7\]")
-    cell = atoms.copy()
+    cell, _ = mos2_defect(3)
     cell.cell[0, 1] = value
     raises_input_error(NonFiniteError, cell, host, net, "non-finite cell")
 
@@ -166,7 +166,7 @@ def test_two_atoms_on_one_site(net):
 # ---------------------------------------------------------------- model card
 def test_element_outside_model_card(net):
     atoms, host = mos2_defect(3)
-    atoms[4].symbol = "Te"                     # Te on an S site
+    atoms[atoms.get_chemical_symbols().index("S")].symbol = "Te"   # Te on an S site
     carded = Predictor(net, device="cpu")
     carded.card = CARD
     err = raises_input_error(UnsupportedStructureError, atoms.copy(), host, carded,
@@ -182,7 +182,7 @@ def test_element_outside_model_card(net):
 
 def test_defect_type_outside_model_card(net, monkeypatch):
     atoms, host = mos2_defect(3)
-    atoms[4].symbol = "Mo"                     # antisite Mo_S: known elements
+    atoms[atoms.get_chemical_symbols().index("S")].symbol = "Mo"   # antisite Mo_S
     monkeypatch.setattr(net, "card", CARD, raising=False)   # card on the network
     err = raises_input_error(UnsupportedStructureError, atoms.copy(), host, net,
                              r"defect types \['Mo_S'\] are not in the model card")

@@ -1,7 +1,6 @@
 """Every plot writes a non-empty PNG; inputs in all accepted forms."""
 import numpy as np
 import pytest
-import torch
 from ase.build import bulk
 
 from ase_definet import DefiNet
@@ -12,13 +11,6 @@ from ase_definet.plot import (plot_all, plot_error_vs_distance, plot_learning_cu
                               plot_parity, plot_structure, read_metrics_csv)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread here (a background job shares the cores); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,24 +1,18 @@
 """Residual-step study with EMT on small Cu/Au fcc supercells."""
 import numpy as np
 import pytest
-import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.optimize import BFGS, FIRE
 
 from ase_definet import DefiNet
 from ase_definet.data.sample import Sample
-from ase_definet.inference import Prediction, Predictor
+from ase_definet.inference import Predictor
 from ase_definet.residual import format_residual, relax_to_thresholds, residual_study
 
+from conftest import TruePredictor
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread here (a background job shares the cores); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 def make_samples():
@@ -47,12 +41,6 @@ def samples():
     return make_samples()
 
 
-class TruePredictor:
-    def __init__(self, samples):
-        self.by_id = {id(s.atoms): s for s in samples}
-
-    def predict(self, atoms_list, hosts, batch_size=8):
-        return [Prediction(self.by_id[id(a)].relaxed.copy(), None) for a in atoms_list]
 
 
 def test_start_from_relaxed_positions_needs_fewer_steps(samples):

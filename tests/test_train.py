@@ -10,9 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
 
 from ase_definet.data.splits import apply_split
 from ase_definet.evaluate import evaluate
