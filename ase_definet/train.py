@@ -398,8 +398,14 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
     if not parts["train"] or not parts["val"]:
         raise ValueError(f"need training and validation samples; got "
                          f"{len(parts['train'])} train and {len(parts['val'])} val")
-    meta = {"data": [str(s) for s in ([sources] if isinstance(sources, (str, Path))
-                                      else sources)],
+    source_list = [str(s) for s in ([sources] if isinstance(sources, (str, Path))
+                                    else sources)]
+    manifests = {}
+    for src in source_list:
+        m = Path(src) / "manifest.json"
+        if m.is_file():
+            manifests[src] = json.loads(m.read_text())
+    meta = {"data": source_list, "data_manifests": manifests,
             "split": read_split(split_file) if split_file.exists() else None,
             "n_train": len(parts["train"]), "n_val": len(parts["val"]),
             "n_test": len(parts["test"]),

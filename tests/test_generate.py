@@ -146,3 +146,13 @@ def test_chgnet_oracle_small_mos2(tmp_path):
     host = read_frames(tmp_path / "hosts.extxyz")[0]
     m = match_host(f, host)
     assert len(m.vacancies) + len(m.substitutions) >= 1
+
+
+def test_host_from_2dmd_unit_cell(pilot):
+    from conftest import UNIT_CELLS
+    host = build_host("MoS2", 8, unit=UNIT_CELLS / "MoS2.cif")
+    assert len(host) == 192 and abs(host.cell.lengths()[2] - 14.879) < 1e-3
+    atoms, desc = pilot[0]
+    m = match_host(atoms, host)
+    assert len(m.vacancies) + len(m.substitutions) == len(desc)
+    np.testing.assert_allclose(host.cell.array, atoms.cell.array, atol=1e-4)

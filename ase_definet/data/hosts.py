@@ -156,7 +156,7 @@ def unit_cell(name: str, vacuum: float = 20.0) -> Atoms:
 
 
 def build_host(name: str, supercell: tuple[int, int] | int | None = None,
-               vacuum: float = 20.0) -> Atoms:
+               vacuum: float = 20.0, unit: "Atoms | str | None" = None) -> Atoms:
     """Pristine n×m supercell of a built-in host.
 
     Parameters
@@ -167,6 +167,10 @@ def build_host(name: str, supercell: tuple[int, int] | int | None = None,
         Repetitions along a, b (and c); default the 2DMD supercell of Table 1.
     vacuum : float
         Cell length along c in Å.
+    unit : ase.Atoms or path, optional
+        Tile this unit cell instead of the built-in one, e.g. the 2DMD
+        ``MoS2.cif`` (its c is kept as given; 2DMD's high-density set resets it
+        to 20 Å first). The defect types stay those of ``name``.
 
     Returns
     -------
@@ -183,7 +187,12 @@ def build_host(name: str, supercell: tuple[int, int] | int | None = None,
         reps.append(1)
     if min(reps) < 1 or len(reps) != 3:
         raise ValueError(f"supercell must be 2 or 3 positive integers, got {supercell!r}")
-    uc = unit_cell(spec.name, vacuum)
+    if unit is None:
+        uc = unit_cell(spec.name, vacuum)
+    else:
+        from .cif import read_cif
+        uc = unit.copy() if isinstance(unit, Atoms) else read_cif(unit)
+        uc.pbc = (True, True, False) if spec.unit is None else uc.pbc
     atoms = uc.repeat(reps)
     nb = len(uc)
     idx = np.arange(len(atoms))
