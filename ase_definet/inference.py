@@ -73,9 +73,13 @@ def resolve_device(device: "str | torch.device | None") -> torch.device:
 
 
 @contextmanager
-def deterministic_mode(enabled: bool):
-    """Force deterministic kernels (GPU scatter sums) inside the block."""
-    if not enabled:
+def deterministic_mode(enabled: bool, device: torch.device | None = None):
+    """Force deterministic kernels (GPU scatter sums) inside the block.
+
+    A no-op on CPU, whose kernels are already deterministic (and switching the
+    global flag costs seconds of imports on first use).
+    """
+    if not enabled or (device is not None and device.type == "cpu"):
         yield
         return
     prev = torch.are_deterministic_algorithms_enabled()
@@ -208,7 +212,7 @@ class Predictor:
 
     def _forward_chunk(self, graphs: list[Graph]) -> list[np.ndarray]:
         b = collate(graphs).to(self.device)
-        with torch.inference_mode(), deterministic_mode(self.deterministic):
+        with torch.inference_mode(), deterministic_mode(self.deterministic, self.device):
             disp = self.model(b.numbers, b.markers, b.edge_src, b.edge_dst, b.edge_vec,
                               b.batch, b.n_graphs)
         disp = disp.to("cpu", torch.float64).numpy()

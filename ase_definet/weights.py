@@ -116,7 +116,11 @@ def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dic
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for bad files
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        # torch's own text may suggest weights_only=False, which would execute
+        # code from the file: report the failure without that advice.
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: corrupt, truncated, or not a tensor-only "
+            f"ase_definet checkpoint ({type(err).__name__}); it was not loaded") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an ase_definet checkpoint "
                               "(no 'format' marker; was it saved by save_checkpoint?)")
