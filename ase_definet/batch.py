@@ -68,29 +68,40 @@ def relax_many(structures: Iterable[Atoms], host, predictor: Predictor,
 
 
 class FrameWriter:
-    """Write frames to one file (appending where the format allows) or, for
+    """Write frames to one file as they come (trajectory, extxyz/xyz) or, for
     single-frame formats with several structures, to ``stem_0001.ext`` ..."""
 
     def __init__(self, path: str | Path, fmt: str | None = None):
         self.path = Path(path)
         self.fmt = fmt or filetype(str(self.path), read=False)
-        io = ioformats[self.fmt]
-        self.single = io.single
-        self.can_append = io.acceptsfd and not io.single and self.fmt in ("extxyz", "traj", "xyz")
+        self.single = ioformats[self.fmt].single
         self.count = 0
         self.pending: list[Atoms] = []
-        if self.can_append and self.path.exists():
+        self.traj = None
+        if self.fmt == "traj":
+            from ase.io.trajectory import Trajectory
+            self.traj = Trajectory(self.path, "w")
+        elif self.streaming and self.path.exists():
             self.path.unlink()
 
+    @property
+    def streaming(self) -> bool:
+        return self.fmt in ("traj", "extxyz", "xyz")
+
     def write(self, frames: list[Atoms]) -> None:
-        if self.can_append:
+        if self.traj is not None:
+            for a in frames:
+                self.traj.write(a)
+        elif self.streaming:
             write(self.path, frames, format=self.fmt, append=True)
         else:
             self.pending += frames
         self.count += len(frames)
 
     def close(self) -> list[Path]:
-        if self.can_append:
+        if self.traj is not None:
+            self.traj.close()
+        if self.streaming:
             return [self.path]
         if self.single and len(self.pending) > 1:
             paths = []
@@ -99,6 +110,5 @@ class FrameWriter:
                 write(p, a, format=self.fmt)
                 paths.append(p)
             return paths
-        write(self.path, self.pending if not self.single else self.pending[0],
-              format=self.fmt)
+        write(self.path, self.pending[0] if self.single else self.pending, format=self.fmt)
         return [self.path]

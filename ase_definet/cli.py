@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from ase.io.formats import UnknownFileTypeError
+
 
 def _csv(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
@@ -283,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, OSError, UnknownFileTypeError) as err:
+        # Bad input is a message and exit code 2, never a traceback.
         print(f"definet {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
