@@ -14,7 +14,6 @@ import json
 import platform
 from pathlib import Path
 
-import torch
 
 ORACLE_NOTE = (
     "Labels are CHGNet 0.3.0 relaxations (FIRE, fixed cell, fmax 0.01 eV/Å, host "
@@ -56,8 +55,9 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
                  "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
                  "n_test": meta.get("n_test"), "excluded": meta.get("excluded", [])},
         "training": dict(_training_log(run), recipe=meta.get("train_config"),
-                         hardware=f"{platform.machine()} CPU, "
-                                  f"{torch.get_num_threads()} torch threads",
+                         hardware=f"{platform.machine()} {meta.get('device', 'cpu')}, "
+                                  f"{meta.get('threads', '?')} torch threads × "
+                                  f"{meta.get('world_size', 1)} process(es)",
                          code_version=ckpt.get("code_version")),
         "test": _slim(test_report),
     }
@@ -66,6 +66,7 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
     if residual_report:
         card["residual_steps"] = residual_report.get("summary")
         card["residual_steps_n"] = len(residual_report.get("per_structure", []))
+        card["residual_calculator"] = residual_report.get("calculator", "chgnet")
     return card
 
 
@@ -75,8 +76,8 @@ def _slim(report: dict) -> dict:
 
 def _row(name: str, block: dict) -> str:
     m, d, imp = block["model"], block["dummy"], block["improvement"]
-    cells = [f"{m[k]:.4f} / {d[k]:.4f} ({imp[k]:+.1f} %)" if m.get(k) == m.get(k)
-             and m.get(k) is not None else "n/a" for k in ("mae", "a3", "a4", "a5", "a6")]
+    cells = [f"{_num(m.get(k), '.4f')} / {_num(d.get(k), '.4f')} "
+             f"({_num(imp.get(k), '+.1f')} %)" for k in ("mae", "a3", "a4", "a5", "a6")]
     return f"| {name} | {block.get('n', '')} | " + " | ".join(cells) + " |"
 
 
@@ -92,6 +93,66 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+def _num(value, spec: str = ".1f") -> str:
+    """A number for a table; JSON null (NaN in the report) prints as n/a."""
+    return "n/a" if value is None or value != value else format(value, spec)
+
+
+def _residual_lines(card: dict) -> list[str]:
+    res = card.get("residual_steps")
+    if not res:
+        return ["Residual-step study: not run."]
+    lines = [f"Residual steps with {card.get('residual_calculator', 'chgnet')} + BFGS on "
+             f"{card.get('residual_steps_n', '?')} "
+             "test structures (median; from the unrelaxed input vs from the DefiNet "
+             "prediction):", "",
+             "| fmax (eV/Å) | from unrelaxed | from DefiNet | reduction | "
+             "median per-structure reduction | max abs(ΔE) (meV) |",
+             "|---|---|---|---|---|---|"]
+    for fmax, r in res.items():
+        lines.append(
+            f"| {fmax} | {r.get('median_steps_unrelaxed')} | {r.get('median_steps_predicted')} "
+            f"| {_num(r.get('reduction_pct'))} % | {_num(r.get('median_reduction_pct'))} % "
+            f"| {_num(r.get('dE_meV_max'))} |")
+    return lines
+
+
+def card_readme(card: dict) -> str:
+    """The model card as the ``weights/README.md`` text."""
+    t = card["training"]
+    d = card["data"]
+    lines = [
+        f"# Shipped weights: `{card['name']}`", "",
+        card["summary"] + ".", "",
+        f"**Labels: {card['oracle']}**", "",
+        "## Scope",
+        f"- elements: {', '.join(card['elements'])}",
+        f"- defect types (V_X vacancy of X, Y_X = Y on an X site): "
+        f"{', '.join(card['defects'])}",
+        "- anything else is refused unless `strict=False` (then a warning)", "",
+        "## Model",
+        f"- configuration: `{json.dumps(card['config'])}` ({card['parameters']:,} parameters)",
+        f"- file: `{card['name']}.pt`, sha256 in `registry.json` (checked before loading)", "",
+        "## Data",
+        f"- `{d['source']}`: {d['structures']} structures (manifest.json lists them per "
+        f"material/density/supercell); split {d['n_train']}/{d['n_val']}/{d['n_test']} "
+        f"train/val/test, stratified by material and density (`{card['name']}.split.json`)",
+        f"- left out of training entirely: {', '.join(d['excluded']) or 'nothing'}", "",
+        "## Training",
+        f"- {t['epochs']} epochs, {t['wall_time_s'] / 60:.0f} min on {t['hardware']}; "
+        f"best validation MAE {t['best_val_mae']:.4f} Å",
+        f"- recipe: `{json.dumps({k: v for k, v in (t.get('recipe') or {}).items() if k != 'model'})}`",
+        "- reproduce: `bash weights/build.sh` (data: `weights/data/chgnet-2dmd/recipe.sh`)", "",
+        "## Test metrics (Å; model / Dummy (improvement))",
+        "Dummy = the unrelaxed structure as prediction. MAE over x, y, z of all real atoms; "
+        "A_x over atoms within x Å of a defect site (periodic images included); per "
+        "structure, then averaged.", "",
+        card_markdown(card), "",
+        *_residual_lines(card), "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="build a model card JSON")
     ap.add_argument("run")
@@ -101,11 +162,15 @@ def main(argv=None) -> int:
     ap.add_argument("--residual", default=None)
     ap.add_argument("--name", default="definet-2dmd")
     ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--readme", default=None, help="also write the card as markdown here")
     a = ap.parse_args(argv)
     load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
     card = build_card(a.run, a.data, load(a.test), load(a.holdout), load(a.residual),
                       a.name)
     Path(a.output).write_text(json.dumps(card, indent=1) + "\n")
+    if a.readme:
+        Path(a.readme).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.readme).write_text(card_readme(card))
     print(card_markdown(card))
     return 0
 

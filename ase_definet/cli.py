@@ -56,12 +56,15 @@ def _selected(args):
     from .train import load_samples
     samples = load_samples(args.data, args.host, lambda m: print(m, file=sys.stderr),
                            where=getattr(args, "where", None)).samples
-    if args.subset == "all":
-        return samples
-    if args.split_file:
-        from .data.splits import apply_split
-        return list(apply_split(samples, args.split_file, unassigned="drop")[args.subset])
-    return [s for s in samples if s.info.get("split") == args.subset]
+    if args.subset != "all":
+        if args.split_file:
+            from .data.splits import apply_split
+            samples = list(apply_split(samples, args.split_file, unassigned="drop")[args.subset])
+        else:
+            samples = [s for s in samples if s.info.get("split") == args.subset]
+    if not samples:
+        raise ValueError("no samples selected (check --data, --subset, --where)")
+    return samples
 
 
 def _cmd_relax(args) -> int:

@@ -183,7 +183,8 @@ class Trainer:
         if self.rank != 0:
             return
         meta = dict(self.meta, epoch=self.epoch, best_val_mae=self.best,
-                    train_config=asdict(self.cfg))
+                    train_config=asdict(self.cfg), threads=torch.get_num_threads(),
+                    world_size=self.world, device=str(self.device))
         save_checkpoint(self.out / name, self.ema.shadow, meta=meta, extra=self._state())
 
     def resume(self, path: str | Path) -> None:

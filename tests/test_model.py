@@ -118,3 +118,17 @@ def test_gradients_flow_to_every_parameter(rng):
     # distribution sees zeros. Everything else must receive gradient.
     allowed = ("layers.0.dist_w", "layers.0.dist_act")
     assert dead and all(n.startswith(allowed) for n in dead), dead
+
+
+def test_finite_gradients_in_symmetric_environments():
+    """Pristine fcc sites have exactly cancelling vector sums: gradients stay finite."""
+    from ase.build import bulk
+    torch.manual_seed(0)
+    host = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(3)
+    atoms = host.copy()
+    del atoms[0]
+    net = DefiNet(DefiNetConfig(hidden=16, num_rbf=8))
+    _, g, _ = Predictor(net, device="cpu").prepare(atoms, host)
+    out = net(g.numbers, g.markers, g.edge_src, g.edge_dst, g.edge_vec, g.batch, 1)
+    out.square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)

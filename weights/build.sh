@@ -5,18 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-weights/train/definet-2dmd}
-DATA=weights/data/chgnet-2dmd
+DATA=${DATA:-weights/data/chgnet-2dmd}
+NAME=${NAME:-definet-2dmd}
+OUTW=${OUTW:-weights}
 T=${THREADS:-2}
 definet train --threads "$T" --data "$DATA" --out "$RUN" --exclude supercell=12x12 \
-  --config default --lr 1e-3 --batch-size 8 --epochs "${EPOCHS:-400}" --ema-decay 0.995 \
+  --config "${CONFIG:-default}" --lr 1e-3 --batch-size 8 --epochs "${EPOCHS:-400}" --ema-decay 0.995 \
   --early-stop 30 --max-time "${MAX_TIME:-2400}" --quiet
 ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --quiet "$@"; }
 ev --split-file "$RUN/split.json" --subset test --json "$RUN/test.json"
-ev --where supercell=12x12 --json "$RUN/holdout.json"
+HOLD=()
+if ev --where supercell=12x12 --json "$RUN/holdout.json"; then HOLD=(--holdout "$RUN/holdout.json"); fi
 OPENBLAS_NUM_THREADS=1 definet residual --threads 1 --model "$RUN/best.pt" --data "$DATA" \
-  --split-file "$RUN/split.json" --subset test -n "${N_RESIDUAL:-20}" --fmax 0.05,0.01 \
+  --split-file "$RUN/split.json" --subset test -n "${N_RESIDUAL:-20}" --fmax 0.05,0.01 --calculator "${CALC:-chgnet}" \
   --json "$RUN/residual.json" --quiet
-python -m ase_definet.card "$RUN" --data "$DATA" --test "$RUN/test.json" \
-  --holdout "$RUN/holdout.json" --residual "$RUN/residual.json" -o "$RUN/card.json"
-definet models --add "$RUN/best.pt" --name definet-2dmd --card "$RUN/card.json" --default
-cp "$RUN/split.json" weights/definet-2dmd.split.json
+python -m ase_definet.card "$RUN" --data "$DATA" --test "$RUN/test.json" "${HOLD[@]}" \
+  --residual "$RUN/residual.json" -o "$RUN/card.json" --name "$NAME" --readme "$OUTW/README.md"
+definet models --add "$RUN/best.pt" --name "$NAME" --card "$RUN/card.json" --default --out "$OUTW"
+cp "$RUN/split.json" "$OUTW/$NAME.split.json"

@@ -182,7 +182,9 @@ class DefiNetLayer(nn.Module):
 
         # self-updating (3-4)
         vq = self.upd_v(qv)
-        s = torch.cat([q, (vq * vq).sum(dim=1).sqrt()], dim=-1)
+        # +eps: symmetric environments give exactly zero vectors, where the
+        # gradient of a plain square root is infinite
+        s = torch.cat([q, ((vq * vq).sum(dim=1) + 1e-12).sqrt()], dim=-1)
         a, g, b = torch.split(self.upd_phi(s), f, dim=-1)
         x = a + torch.tanh(g) * q
         v = self.upd_act(b[:, None, :] * self.upd_u(qv))
