@@ -226,6 +226,10 @@ class Trainer:
             # sum over my structures / global batch: DDP's gradient average over
             # ranks then equals the single-process mean over the global batch.
             loss = per.sum() * self.world / len(glob)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite training loss in epoch {self.epoch + 1} (structures "
+                    f"{[e.id for e in mine]}); last good checkpoint: {self.out / 'last.pt'}")
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -71,6 +72,7 @@ def test_sigkill_then_resume_matches_uninterrupted(emt_store, tmp_path):
     a, b = _rows(ref), _rows(killed)
     assert [r["epoch"] for r in b] == ["1", "2", "3", "4"]
     for ra, rb in zip(a, b):       # identical losses: the run continued exactly
+        assert math.isfinite(float(ra["train_loss"])) and math.isfinite(float(ra["val_mae"]))
         assert ra["train_loss"] == rb["train_loss"] and ra["val_mae"] == rb["val_mae"]
 
 
