@@ -70,12 +70,13 @@ def plan_jobs(materials: Iterable[str], density: str, count: int,
               supercell: int | tuple[int, int] | None, seed: int) -> list[Job]:
     """Deterministic job list, interleaved across materials and concentrations.
 
-    Interleaving makes a partial run cover every material and concentration.
+    Order: rank within a group, then concentration, then material, so a
+    partial run covers every material first and every concentration next.
     Each concentration of each material draws from its own seeded stream, so a
     larger ``count`` extends the list without changing existing jobs.
     """
-    groups: list[list[Job]] = []
-    for mat in materials:
+    groups: dict[tuple[int, int], list[Job]] = {}
+    for m_idx, mat in enumerate(materials):
         spec = host_spec(mat)
         host = build_host(spec.name, spec.supercell if supercell is None else supercell)
         sc = tuple(host.info["supercell"])
@@ -85,14 +86,15 @@ def plan_jobs(materials: Iterable[str], density: str, count: int,
             for k, frac in enumerate(HIGH_DENSITY_FRACTIONS):
                 stream = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
                 cfgs = generate_configs(host, "high", count, stream, fractions=(frac,))
-                groups.append([_job(key, c, f"c{round(frac * 1000):03d}", i, seed)
-                               for i, c in enumerate(cfgs)])
+                groups[(k, m_idx)] = [_job(key, c, f"c{round(frac * 1000):03d}", i, seed)
+                                      for i, c in enumerate(cfgs)]
         else:
             cfgs = generate_configs(host, "low", count, seed)
-            groups.append([_job(key, c, "n", i, seed) for i, c in enumerate(cfgs)])
+            groups[(0, m_idx)] = [_job(key, c, "n", i, seed) for i, c in enumerate(cfgs)]
+    ordered = [groups[k] for k in sorted(groups)]
     jobs = []
-    for rank in range(max((len(g) for g in groups), default=0)):
-        jobs += [g[rank] for g in groups if rank < len(g)]
+    for rank in range(max((len(g) for g in ordered), default=0)):
+        jobs += [g[rank] for g in ordered if rank < len(g)]
     return jobs
 
 
