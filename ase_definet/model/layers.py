@@ -84,8 +84,33 @@ class MarkerGate(nn.Module):
         return self.gamma(pairs)
 
 
+class Workspace:
+    """Reusable scratch memory for edge-sized tensors at inference.
+
+    A fresh multi-megabyte tensor page-faults on first touch, which on the
+    2-core VMs we measured costs about as much as the arithmetic filling it
+    (benchmarks/inference.py). Buffers are kept per layer and grown as needed;
+    only used when no gradient is recorded. Not thread-safe: one forward pass
+    per module at a time.
+    """
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        numel = 1
+        for n in shape:
+            numel *= n
+        buf = self._buffers.get(name)
+        if (buf is None or buf.numel() < numel or buf.dtype != like.dtype
+                or buf.device != like.device):
+            buf = like.new_empty(max(numel, int(1.25 * numel)))
+            self._buffers[name] = buf
+        return buf[:numel].view(shape)
+
+
 def gated_filter(rbf: torch.Tensor, linear: nn.Linear, gate: torch.Tensor,
-                 pair_sizes: list[int]) -> torch.Tensor:
+                 pair_sizes: list[int], workspace: Workspace | None = None) -> torch.Tensor:
     """``linear(rbf) * gate[pair]`` for edges sorted by marker pair.
 
     The gate is folded into the weights, ``(rbf W + b) g_p = [rbf, 1] [W; b] g_p``,
@@ -98,7 +123,10 @@ def gated_filter(rbf: torch.Tensor, linear: nn.Linear, gate: torch.Tensor,
     basis = torch.cat([rbf, ones], dim=1)                       # (E, R + 1)
     w = torch.cat([linear.weight.t(), linear.bias[None, :]], dim=0)
     inference = not torch.is_grad_enabled()
-    out = basis.new_empty((basis.shape[0], w.shape[1])) if inference else None
+    out = None
+    if inference:
+        shape = (basis.shape[0], w.shape[1])
+        out = workspace.get("filter", shape, basis) if workspace else basis.new_empty(shape)
     parts, start = [], 0
     for p, size in enumerate(pair_sizes):
         if size:
@@ -128,6 +156,7 @@ class DefiNetLayer(nn.Module):
         f = hidden
         self.f = f
         self.norm = 1.0 / float(avg_neighbors)
+        self.workspace = Workspace()
         # distribution, eqs. 8-9
         self.dist_phi = mlp(2 * f, f, f)
         self.dist_w = nn.Linear(f, f, bias=False)
@@ -169,13 +198,17 @@ class DefiNetLayer(nn.Module):
         unit = vec / d.clamp_min(1e-9)[:, None]
         rbf = rbf_fn(d)
         gate = torch.cat([self.msg_gate.table(), self.pos_gate.table()], dim=-1)
-        filt = gated_filter(rbf, self.rbf_filter, gate, pair_sizes)   # (E, 4F)
+        filt = gated_filter(rbf, self.rbf_filter, gate, pair_sizes, self.workspace)
 
         # defect-aware message passing (1-2)
         w = _mul(filt[:, :3 * f], self.msg_phi(x).index_select(0, src))
         h, wu, wv = w[:, :f], w[:, f:2 * f], w[:, 2 * f:]
         q = scatter_sum(h, dst, n) * self.norm
-        vmsg = _mul(v.index_select(0, src), wu[:, None, :])
+        if torch.is_grad_enabled():
+            vmsg = v.index_select(0, src) * wu[:, None, :]
+        else:
+            vmsg = torch.index_select(v, 0, src, out=self.workspace.get(
+                "vmsg", (src.shape[0],) + tuple(v.shape[1:]), v)).mul_(wu[:, None, :])
         vmsg = vmsg.addcmul_(wv[:, None, :], unit[:, :, None]) if not torch.is_grad_enabled() \
             else vmsg + wv[:, None, :] * unit[:, :, None]
         qv = scatter_sum(vmsg, dst, n) * self.norm               # (N, 3, F)

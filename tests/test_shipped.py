@@ -1,0 +1,66 @@
+"""The shipped weights: registry, hash, card, and that they reproduce their card."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ase_definet import DefiNetRelaxer
+from ase_definet.errors import UnsupportedStructureError
+from ase_definet.weights import default_model_name, registry, sha256
+
+from conftest import ROOT
+
+WEIGHTS = ROOT / "weights"
+REG = WEIGHTS / "registry.json"
+pytestmark = pytest.mark.skipif(not REG.exists(), reason="no shipped weights yet")
+
+
+def test_registry_hash_and_card():
+    name = default_model_name()
+    entry = registry()[name]
+    assert sha256(entry["path"]) == entry["sha256"]
+    card = entry["card"]
+    assert "CHGNet" in card["oracle"] and "NOT DFT" in card["oracle"]
+    assert {"Mo", "S", "W", "Se"} <= set(card["elements"])
+    for key in ("mae", "a3", "a4", "a5", "a6"):
+        assert key in card["test"]["overall"]["model"]
+
+
+def test_default_weights_prerelax_example_structures():
+    from ase.io import read
+    for atoms in read(ROOT / "examples" / "data" / "MoS2_defects.extxyz", ":"):
+        before = atoms.positions.copy()
+        r = DefiNetRelaxer(atoms, host="MoS2", logfile=None)
+        assert r.run() is True
+        moved = np.linalg.norm(atoms.positions - before, axis=1)
+        assert 0.0 < moved.max() < 1.0
+        assert r.report.ok, r.report.problems
+
+
+def test_out_of_card_structure_is_refused():
+    from ase_definet.data.defects import apply_defects
+    from ase_definet.data.hosts import build_host
+    host = build_host("MoS2", 4)
+    atoms = apply_defects(host, [1], [("substitution", "S", "Te")])
+    with pytest.raises(UnsupportedStructureError, match="Te"):
+        DefiNetRelaxer(atoms, host=host, logfile=None).run()
+
+
+@pytest.mark.slow
+def test_card_test_metrics_reproduce():
+    """Re-evaluating the shipped model on its test split gives the card's numbers."""
+    from ase_definet.data.splits import apply_split
+    from ase_definet.evaluate import evaluate
+    from ase_definet.inference import Predictor
+    from ase_definet.train import load_samples
+    name = default_model_name()
+    card = registry()[name]["card"]
+    samples = load_samples(WEIGHTS / "data" / "chgnet-2dmd").samples
+    test = apply_split(samples, WEIGHTS / f"{name}.split.json", unassigned="drop")["test"]
+    report = evaluate(Predictor(name), test, progress=False)
+    for key in ("mae", "a3"):
+        assert abs(report["overall"]["model"][key]
+                   - card["test"]["overall"]["model"][key]) < 1e-6
+    assert json.loads(json.dumps(report["overall"]["n"])) == card["test"]["overall"]["n"]
