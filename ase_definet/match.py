@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 
 from .errors import (EmptyStructureError, HostDefectError, NonFiniteError,
                      SiteCollisionError, SupercellError, UnmatchedAtomError)
+from .geometry import minimum_image
 
 #: Default matching tolerance in Å: an atom farther than this from every host
 #: site is an interstitial (or displaced too far to be recognised).
@@ -287,7 +288,7 @@ def match_host(atoms: Atoms, host: Atoms | str, tolerance: float = DEFAULT_TOLER
     # Ideal positions in the atoms' frame, unwrapped next to each atom.
     wrapped = finder.wrap(pos + shift)
     delta = wrapped - finder.wrap(site_pos[site])
-    delta = _minimum_image(delta, atoms.cell.array, pbc)
+    delta = minimum_image(delta, atoms.cell.array, pbc)
     ideal_atoms = pos - delta
     vac_pos = site_pos[empty] - shift
     symbols = np.array(tiled.get_chemical_symbols())
@@ -305,12 +306,6 @@ def match_host(atoms: Atoms, host: Atoms | str, tolerance: float = DEFAULT_TOLER
         supercell_matrix=matrix,
         max_distance=float(d.max()),
     )
-
-
-def _minimum_image(delta: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
-    frac = delta @ np.linalg.inv(cell)
-    frac[:, pbc] -= np.rint(frac[:, pbc])
-    return frac @ cell
 
 
 def _register(finder: _PeriodicSites, site_pos: np.ndarray, site_num: np.ndarray,

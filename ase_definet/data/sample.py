@@ -8,15 +8,8 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import DataFormatError
+from ..geometry import minimum_image
 from ..match import DEFAULT_TOLERANCE, HostMatch, match_host
-
-
-def minimum_image(delta: np.ndarray, cell: np.ndarray, pbc) -> np.ndarray:
-    """Shortest periodic image of each displacement vector (rows of ``delta``)."""
-    pbc = np.asarray(pbc, dtype=bool)
-    frac = delta @ np.linalg.inv(cell)
-    frac[:, pbc] -= np.rint(frac[:, pbc])
-    return frac @ cell
 
 
 def unwrap_relaxed(unrelaxed: Atoms, relaxed_positions: np.ndarray) -> np.ndarray:
