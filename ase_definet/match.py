@@ -197,13 +197,25 @@ class _PeriodicSites:
 
 
 @lru_cache(maxsize=32)
-def _tiled_host(key: bytes, numbers: tuple, cell: bytes, pbc: tuple,
-                matrix: tuple) -> Atoms:
-    pos = np.frombuffer(key).reshape(-1, 3)
-    h = Atoms(numbers=list(numbers), positions=pos,
+def _host_sites(key: bytes, numbers: tuple, cell: bytes, pbc: tuple, matrix: tuple,
+                target_cell: bytes, target_pbc: tuple, tol: float):
+    """Tiled host sites in the defect cell, checked and indexed once per host.
+
+    Returns (tiled host, site positions, site numbers, nearest-site finder).
+    Exceptions are not cached, so a bad host fails every time.
+    """
+    h = Atoms(numbers=list(numbers), positions=np.frombuffer(key).reshape(-1, 3),
               cell=np.frombuffer(cell).reshape(3, 3), pbc=pbc)
     m = np.array(matrix).reshape(3, 3)
-    return h if (m == np.eye(3, dtype=int)).all() else make_supercell(h, m, wrap=True)
+    tiled = h if (m == np.eye(3, dtype=int)).all() else make_supercell(h, m, wrap=True)
+    target = np.frombuffer(target_cell).reshape(3, 3)
+    # Absorb the rounding of the cell (e.g. 8 x 3.1903157 vs 25.5225256).
+    site_pos = tiled.get_scaled_positions(wrap=False) @ target
+    site_pos.flags.writeable = False
+    _check_host_sites(Atoms(numbers=tiled.numbers, positions=site_pos, cell=target,
+                            pbc=target_pbc), tol)
+    finder = _PeriodicSites(site_pos, target, np.array(target_pbc), tol)
+    return tiled, site_pos, tiled.numbers, finder
 
 
 def _check_host_sites(host: Atoms, tol: float) -> None:
@@ -249,18 +261,14 @@ def match_host(atoms: Atoms, host: Atoms | str, tolerance: float = DEFAULT_TOLER
     host = resolve_host(host, atoms)
     check_finite(host, "host")
     matrix = supercell_matrix(atoms.cell.array, host.cell.array, cell_tolerance)
-    tiled = _tiled_host(np.ascontiguousarray(host.get_positions(), float).tobytes(),
-                        tuple(host.numbers.tolist()),
-                        np.ascontiguousarray(host.cell.array, float).tobytes(),
-                        tuple(bool(p) for p in host.pbc),
-                        tuple(matrix.ravel().tolist()))
-    # Absorb the rounding of the cell (e.g. 8 x 3.1903157 vs 25.5225256).
-    site_pos = tiled.get_scaled_positions(wrap=False) @ atoms.cell.array
-    site_num = tiled.numbers
     pbc = atoms.pbc | host.pbc
-    _check_host_sites(Atoms(numbers=site_num, positions=site_pos,
-                            cell=atoms.cell, pbc=pbc), tolerance)
-    finder = _PeriodicSites(site_pos, atoms.cell.array, pbc, tolerance)
+    tiled, site_pos, site_num, finder = _host_sites(
+        np.ascontiguousarray(host.get_positions(), float).tobytes(),
+        tuple(host.numbers.tolist()),
+        np.ascontiguousarray(host.cell.array, float).tobytes(),
+        tuple(bool(p) for p in host.pbc), tuple(matrix.ravel().tolist()),
+        np.ascontiguousarray(atoms.cell.array, float).tobytes(),
+        tuple(bool(p) for p in pbc), float(tolerance))
     pos = atoms.get_positions()
     shift = _register(finder, site_pos, site_num, pos, atoms.numbers, tolerance)
 
