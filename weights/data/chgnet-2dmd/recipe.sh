@@ -8,8 +8,8 @@ cd "$(dirname "$0")"
 W=${1:-2}
 gen() { definet generate --out . --workers "$W" --threads 1 --quiet "$@"; }
 gen --density low  --materials MoS2,WSe2 --count 30  --seed 2
-gen --density high --materials MoS2 --supercell 12 --count 1 --seed 3
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 2 --seed 1
+gen --density high --materials MoS2 --supercell 12 --count 1 --seed 3
 gen --density low  --materials MoS2,WSe2 --count 100 --seed 2
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 4 --seed 1
 gen --density high --materials MoS2 --supercell 12 --count 4 --seed 3
