@@ -33,15 +33,6 @@ class SanityReport:
     max_displacement: float = 0.0
 
 
-def shortest_bond(host: Atoms) -> float:
-    """Shortest interatomic distance of the host (periodic), in Å."""
-    for cutoff in (3.0, 6.0, 12.0):
-        d = neighbour_list("d", host, cutoff)
-        if len(d):
-            return float(d.min())
-    return float("inf")
-
-
 def check_prediction(atoms: Atoms, unrelaxed_positions: np.ndarray, host_bond: float,
                      min_distance_fraction: float = MIN_DISTANCE_FRACTION,
                      max_displacement: float = MAX_DISPLACEMENT) -> SanityReport:

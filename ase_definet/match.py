@@ -64,6 +64,8 @@ class HostMatch:
         Integer matrix ``M`` with ``atoms.cell ≈ M @ host_input.cell``.
     max_distance : float
         Largest atom-to-site distance found, in Å.
+    host_bond : float
+        Shortest distance between two host sites (periodic), in Å.
     """
 
     markers: np.ndarray
@@ -76,6 +78,7 @@ class HostMatch:
     host: Atoms | None = None
     supercell_matrix: np.ndarray | None = None
     max_distance: float = 0.0
+    host_bond: float = float("inf")
 
     @property
     def n_atoms(self) -> int:
@@ -201,7 +204,8 @@ def _host_sites(key: bytes, numbers: tuple, cell: bytes, pbc: tuple, matrix: tup
                 target_cell: bytes, target_pbc: tuple, tol: float):
     """Tiled host sites in the defect cell, checked and indexed once per host.
 
-    Returns (tiled host, site positions, site numbers, nearest-site finder).
+    Returns (tiled host, site positions, site numbers, nearest-site finder,
+    shortest host bond in Å).
     Exceptions are not cached, so a bad host fails every time.
     """
     h = Atoms(numbers=list(numbers), positions=np.frombuffer(key).reshape(-1, 3),
@@ -215,7 +219,8 @@ def _host_sites(key: bytes, numbers: tuple, cell: bytes, pbc: tuple, matrix: tup
     _check_host_sites(Atoms(numbers=tiled.numbers, positions=site_pos, cell=target,
                             pbc=target_pbc), tol)
     finder = _PeriodicSites(site_pos, target, np.array(target_pbc), tol)
-    return tiled, site_pos, tiled.numbers, finder
+    d, _ = finder.nearest(site_pos, k=2)
+    return tiled, site_pos, tiled.numbers, finder, float(d[:, 1].min())
 
 
 def _check_host_sites(host: Atoms, tol: float) -> None:
@@ -262,7 +267,7 @@ def match_host(atoms: Atoms, host: Atoms | str, tolerance: float = DEFAULT_TOLER
     check_finite(host, "host")
     matrix = supercell_matrix(atoms.cell.array, host.cell.array, cell_tolerance)
     pbc = atoms.pbc | host.pbc
-    tiled, site_pos, site_num, finder = _host_sites(
+    tiled, site_pos, site_num, finder, bond = _host_sites(
         np.ascontiguousarray(host.get_positions(), float).tobytes(),
         tuple(host.numbers.tolist()),
         np.ascontiguousarray(host.cell.array, float).tobytes(),
@@ -313,6 +318,7 @@ def match_host(atoms: Atoms, host: Atoms | str, tolerance: float = DEFAULT_TOLER
                    pbc=pbc),
         supercell_matrix=matrix,
         max_distance=float(d.max()),
+        host_bond=bond,
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from ase import Atoms
 from ase.optimize.optimize import DEFAULT_MAX_STEPS, BaseDynamics
 
-from .checks import MAX_DISPLACEMENT, MIN_DISTANCE_FRACTION, check_prediction, shortest_bond
+from .checks import MAX_DISPLACEMENT, MIN_DISTANCE_FRACTION, check_prediction
 from .inference import Predictor, marker_counts
 from .match import DEFAULT_TOLERANCE
 
@@ -149,8 +149,7 @@ class DefiNetRelaxer(BaseDynamics):
         self.match = pred.match
         self.atoms.set_positions(pred.positions)      # honours FixAtoms & co.
         self.prediction = self.atoms.get_positions()
-        self.report = check_prediction(self.atoms, unrelaxed,
-                                       shortest_bond(pred.match.host),
+        self.report = check_prediction(self.atoms, unrelaxed, pred.match.host_bond,
                                        self.min_distance_fraction, self.max_displacement)
         self.timings = dict(pred.timings, total=time.perf_counter() - t0)
         self.predicted = True
