@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .config import DefiNetConfig, get_config
-from .layers import DefiNetLayer, RadialBasis
+from .layers import DefiNetLayer, RadialBasis, Workspace
 
 
 class DefiNet(nn.Module):
@@ -80,7 +80,8 @@ class DefiNet(nn.Module):
         src, dst = edge_src[order], edge_dst[order]
         vec0 = edge_vec[order]
         pair_sizes = torch.bincount(pair, minlength=9).tolist()
+        workspace = None if torch.is_grad_enabled() else Workspace()
         for layer in self.layers:
             x, v, xg, vg, disp = layer(x, v, xg, vg, disp, src, dst, vec0,
-                                       pair_sizes, self.rbf, batch, counts)
+                                       pair_sizes, self.rbf, batch, counts, workspace)
         return disp

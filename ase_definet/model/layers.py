@@ -89,9 +89,10 @@ class Workspace:
 
     A fresh multi-megabyte tensor page-faults on first touch, which on the
     2-core VMs we measured costs about as much as the arithmetic filling it
-    (benchmarks/inference.py). Buffers are kept per layer and grown as needed;
-    only used when no gradient is recorded. Not thread-safe: one forward pass
-    per module at a time.
+    (benchmarks/inference.py). One workspace lives for one forward pass and is
+    shared by its layers, which run one after another, so the buffers are
+    touched once per pass and freed with it. Only used when no gradient is
+    recorded.
     """
 
     def __init__(self):
@@ -156,7 +157,6 @@ class DefiNetLayer(nn.Module):
         f = hidden
         self.f = f
         self.norm = 1.0 / float(avg_neighbors)
-        self.workspace = Workspace()
         # distribution, eqs. 8-9
         self.dist_phi = mlp(2 * f, f, f)
         self.dist_w = nn.Linear(f, f, bias=False)
@@ -183,7 +183,7 @@ class DefiNetLayer(nn.Module):
             self.agg_w = nn.Linear(f, f, bias=False)
 
     def forward(self, x, v, xg, vg, disp, src, dst, edge_vec0, pair_sizes, rbf_fn,
-                batch, counts):
+                batch, counts, workspace: Workspace | None = None):
         """One layer. Edges must be sorted by marker pair (``pair_sizes`` per type)."""
         n = x.shape[0]
         f = self.f
@@ -198,16 +198,16 @@ class DefiNetLayer(nn.Module):
         unit = vec / d.clamp_min(1e-9)[:, None]
         rbf = rbf_fn(d)
         gate = torch.cat([self.msg_gate.table(), self.pos_gate.table()], dim=-1)
-        filt = gated_filter(rbf, self.rbf_filter, gate, pair_sizes, self.workspace)
+        filt = gated_filter(rbf, self.rbf_filter, gate, pair_sizes, workspace)
 
         # defect-aware message passing (1-2)
         w = _mul(filt[:, :3 * f], self.msg_phi(x).index_select(0, src))
         h, wu, wv = w[:, :f], w[:, f:2 * f], w[:, 2 * f:]
         q = scatter_sum(h, dst, n) * self.norm
-        if torch.is_grad_enabled():
-            vmsg = v.index_select(0, src) * wu[:, None, :]
+        if workspace is None:
+            vmsg = _mul(v.index_select(0, src), wu[:, None, :])
         else:
-            vmsg = torch.index_select(v, 0, src, out=self.workspace.get(
+            vmsg = torch.index_select(v, 0, src, out=workspace.get(
                 "vmsg", (src.shape[0],) + tuple(v.shape[1:]), v)).mul_(wu[:, None, :])
         vmsg = vmsg.addcmul_(wv[:, None, :], unit[:, :, None]) if not torch.is_grad_enabled() \
             else vmsg + wv[:, None, :] * unit[:, :, None]
