@@ -10,7 +10,7 @@ NAME=${NAME:-definet-2dmd}
 OUTW=${OUTW:-weights}
 T=${THREADS:-2}
 definet train --threads "$T" --data "$DATA" --out "$RUN" --exclude supercell=12x12 \
-  --config "${CONFIG:-default}" --lr 1e-3 --batch-size 8 --epochs "${EPOCHS:-400}" --ema-decay 0.995 \
+  --config "${CONFIG:-default}" --lr "${LR:-3e-3}" --batch-size 8 --epochs "${EPOCHS:-400}" --ema-decay 0.99 \
   --early-stop 30 --max-time "${MAX_TIME:-2400}" --quiet
 ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --quiet "$@"; }
 ev --split-file "$RUN/split.json" --subset test --json "$RUN/test.json"
