@@ -17,6 +17,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -223,6 +224,7 @@ def generate(out: str | Path, materials: Iterable[str], density: str, count: int
     summary = {"planned": len(jobs), "already_done": len(jobs) - len([
         j for j in jobs if j.id not in finished]), "new": 0, "not_converged": 0}
     from tqdm.auto import tqdm
+    _terminate_cleanly()
     bar = tqdm(total=len(tasks), disable=not progress, desc=f"relax {density}",
                unit="struct", smoothing=0.05)
     t0 = time.time()
@@ -250,6 +252,14 @@ def generate(out: str | Path, materials: Iterable[str], density: str, count: int
         write_manifest(out)
     summary["wall_time"] = round(time.time() - t0, 1)
     return summary
+
+
+def _terminate_cleanly() -> None:
+    """Turn SIGTERM into SystemExit so the manifest is rewritten on the way out."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def write_manifest(out: str | Path) -> dict:
