@@ -11,6 +11,7 @@ from ase_definet.data.defects import apply_defects
 from ase_definet.data.hosts import HOSTS, build_host
 from ase_definet.inference import Predictor
 from ase_definet.model import PRESETS, DefiNetConfig
+from ase_definet.model.layers import BandWeights, RadialBasis
 
 
 def _defect_structure(rng, name="MoS2", n=4):
@@ -27,10 +28,14 @@ def _defect_structure(rng, name="MoS2", n=4):
     return a, host
 
 
-@pytest.fixture(scope="module")
-def predictor():
+@pytest.fixture(scope="module", params=[16, 64], ids=["one-window", "windowed-basis"])
+def predictor(request):
+    """Small networks; with 64 radial functions the basis is evaluated in
+    windows (RadialBasis.n_windows > 1), as in the paper's configuration."""
     torch.manual_seed(0)
-    return Predictor(DefiNet(DefiNetConfig(hidden=32, num_rbf=16)), device="cpu")
+    net = DefiNet(DefiNetConfig(hidden=32, num_rbf=request.param))
+    assert (net.rbf.n_windows > 1) == (request.param == 64)
+    return Predictor(net, device="cpu")
 
 
 def _pred(predictor, atoms, host):
@@ -132,3 +137,32 @@ def test_finite_gradients_in_symmetric_environments():
     out = net(g.numbers, g.markers, g.edge_src, g.edge_dst, g.edge_vec, g.batch, 1)
     out.square().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("num_rbf, cutoff", [(128, 6.0), (64, 5.0), (33, 4.0), (16, 5.0)])
+def test_windowed_basis_holds_every_nonzero_value(num_rbf, cutoff):
+    """The window of each distance holds all its non-zero Gaussians, so the
+    windowed filter equals the dense one ``rbf(d) @ W + b``."""
+    rbf = RadialBasis(num_rbf, cutoff)
+    d = torch.cat([torch.linspace(0.0, cutoff + 0.5, 4001, dtype=torch.float64),
+                   rbf.centers.double() + 1e-7])
+    rbf = rbf.double()
+    env = 0.5 * (torch.cos(d * torch.pi / cutoff) + 1.0) * (d < cutoff)
+    arg = -rbf.gamma * (d[:, None] - rbf.centers) ** 2
+    dense = torch.where(arg < -30.0, 0.0, torch.exp(arg)) * env[:, None]
+    window = rbf.window(d)
+    cols = window[:, None] * rbf.window_step + torch.arange(rbf.width)
+    inside = torch.zeros(len(d), rbf.n_windows * rbf.window_step + rbf.width, dtype=torch.bool)
+    inside.scatter_(1, cols, True)
+    assert not dense[~inside[:, :num_rbf]].any()
+    torch.testing.assert_close(rbf(d, window), torch.cat(
+        [dense, dense.new_zeros(len(d), inside.shape[1] - num_rbf)], 1).gather(1, cols))
+
+    linear = torch.nn.Linear(num_rbf, 8).double()
+    gate = torch.rand(9, 8, dtype=torch.float64)
+    w = BandWeights(linear, gate, rbf)
+    basis = torch.cat([rbf(d, window), d.new_ones(len(d), 1)], 1)
+    for pair in (0, 4):
+        got = torch.stack([basis[i] @ w[pair, int(window[i])] for i in range(0, len(d), 97)])
+        want = (linear(dense) * gate[pair])[::97]
+        torch.testing.assert_close(got, want)

@@ -74,14 +74,14 @@ class DefiNet(nn.Module):
         disp = x.new_zeros((n, 3))
         counts = torch.bincount(batch, minlength=n_graphs).clamp_min(1).to(dtype)
         # Sort edges by marker pair once, so every layer applies the pair gates
-        # as folded weights on contiguous edge blocks (see layers.gated_filter).
+        # as folded weights on contiguous edge blocks (see layers.BandWeights).
         pair = markers[edge_dst] * 3 + markers[edge_src]
         order = torch.argsort(pair, stable=True)
         src, dst = edge_src[order], edge_dst[order]
         vec0 = edge_vec[order]
-        pair_sizes = torch.bincount(pair, minlength=9).tolist()
+        pair = pair[order]
         workspace = None if torch.is_grad_enabled() else Workspace()
         for layer in self.layers:
             x, v, xg, vg, disp = layer(x, v, xg, vg, disp, src, dst, vec0,
-                                       pair_sizes, self.rbf, batch, counts, workspace)
+                                       pair, self.rbf, batch, counts, workspace)
         return disp

@@ -30,17 +30,61 @@ class RadialBasis(nn.Module):
     The envelope makes every distance-dependent filter go smoothly to zero at
     the graph radius (the reference implementation's basis does not), so the
     prediction does not jump when a bond crosses the cutoff.
+
+    Values below e^-30 are exactly zero, so one distance has at most ``span``
+    non-zero Gaussians. With many functions (128 in the paper's model) the
+    basis is therefore evaluated in *windows*: window ``j`` holds the
+    ``width`` centres from ``j * stride`` on, and every distance gets the first
+    window that holds all its non-zero values. A filter ``basis @ W`` then
+    needs only the matching ``width`` rows of ``W`` (:class:`BandWeights`):
+    the same numbers at a quarter of the arithmetic for the paper's model.
+    With few functions there is one window holding them all.
     """
+
+    #: Window step in centres; windows are ``stride + span - 1`` wide.
+    stride = 16
 
     def __init__(self, num_rbf: int, cutoff: float):
         super().__init__()
         self.cutoff = float(cutoff)
+        self.num_rbf = int(num_rbf)
         self.register_buffer("centers", torch.linspace(0.0, cutoff, num_rbf))
         self.gamma = 0.5 / (cutoff / num_rbf) ** 2 if num_rbf > 1 else 1.0
+        self.spacing = cutoff / (num_rbf - 1) if num_rbf > 1 else max(cutoff, 1.0)
+        # reach: centres farther than this (in units of the spacing) are zero;
+        # the margin keeps the window test on the safe side of rounding
+        self.reach = math.sqrt(30.0 / self.gamma) / self.spacing + 1e-3
+        span = int(2.0 * self.reach) + 1
+        width = self.stride + span - 1
+        if width >= num_rbf:
+            self.width, self.n_windows, step = num_rbf, 1, num_rbf
+        else:
+            self.width, step = width, self.stride
+            self.n_windows = -(-(num_rbf - width) // step) + 1
+        self.window_step = step
+        n_pad = (self.n_windows - 1) * step + self.width - num_rbf
+        # padding centres lie far outside any graph: their values are zero
+        padded = torch.cat([self.centers, torch.full((n_pad,), 1e4 + cutoff)])
+        self.register_buffer("padded_centers", padded, persistent=False)
 
-    def forward(self, d: torch.Tensor) -> torch.Tensor:
+    def window(self, d: torch.Tensor) -> torch.Tensor:
+        """Index of the window used for each distance, (E,) long."""
+        if self.n_windows == 1:
+            return torch.zeros_like(d, dtype=torch.long)
+        first = torch.ceil(d / self.spacing - self.reach).clamp_(min=0).long()
+        return torch.div(first, self.window_step, rounding_mode="floor").clamp_(
+            max=self.n_windows - 1)
+
+    def forward(self, d: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+        """Basis values, (E, width): centres ``window * step + t`` of each distance
+        (all ``num_rbf`` centres when there is one window)."""
         env = 0.5 * (torch.cos(d * (math.pi / self.cutoff)) + 1.0) * (d < self.cutoff)
-        arg = -self.gamma * (d[:, None] - self.centers) ** 2
+        if self.n_windows == 1:
+            centers = self.centers
+        else:
+            t = torch.arange(self.width, device=d.device)
+            centers = self.padded_centers[window[:, None] * self.window_step + t]
+        arg = -self.gamma * (d[:, None] - centers) ** 2
         # Tails below e^-30 are set to exactly zero, and exp() never sees the
         # large negative arguments that give subnormal floats: every op on
         # subnormals (exp and matmul included) runs 10-50x slower on x86 CPUs.
@@ -91,8 +135,9 @@ class Workspace:
     2-core VMs we measured costs about as much as the arithmetic filling it
     (benchmarks/inference.py). One workspace lives for one forward pass and is
     shared by its layers, which run one after another, so the buffers are
-    touched once per pass and freed with it. Only used when no gradient is
-    recorded.
+    touched once per pass and freed with it. Edge passes run block by block
+    (:func:`edge_blocks`) into the same few buffers, which therefore stay in
+    cache. Only used when no gradient is recorded.
     """
 
     def __init__(self):
@@ -110,36 +155,54 @@ class Workspace:
         return buf[:numel].view(shape)
 
 
-def gated_filter(rbf: torch.Tensor, linear: nn.Linear, gate: torch.Tensor,
-                 pair_sizes: list[int], workspace: Workspace | None = None) -> torch.Tensor:
-    """``linear(rbf) * gate[pair]`` for edges sorted by marker pair.
+def _gather(t: torch.Tensor, index: torch.Tensor, ws: Workspace | None, name: str
+            ) -> torch.Tensor:
+    """``t[index]`` along the first axis, into a reused workspace buffer at inference."""
+    out = None if ws is None else ws.get(name, (index.shape[0],) + tuple(t.shape[1:]), t)
+    return torch.index_select(t, 0, index, out=out)
 
-    The gate is folded into the weights, ``(rbf W + b) g_p = [rbf, 1] [W; b] g_p``,
-    so each of the 9 pair types is one small matmul and no edge-sized gate
-    tensor is ever gathered or multiplied. The bias rides along as a column of
-    ones: ``addmm`` would first broadcast-copy it over the whole edge-sized
-    output, which costs as much as the product itself.
+
+class BandWeights:
+    """Radial-filter weights for one marker pair and one basis window.
+
+    ``(rbf W + b) g_p = [rbf_j, 1] [W_j; b] g_p`` where ``rbf_j`` are the basis
+    values of window ``j`` and ``W_j`` the matching rows of ``W``: each group
+    of edges with the same pair type and window is one plain matmul, and no
+    edge-sized gate tensor is gathered or multiplied. The bias rides along as
+    a column of ones in the basis, because ``addmm`` would first broadcast-copy
+    it over the whole output.
     """
-    ones = rbf.new_ones((rbf.shape[0], 1))
-    basis = torch.cat([rbf, ones], dim=1)                       # (E, R + 1)
-    w = torch.cat([linear.weight.t(), linear.bias[None, :]], dim=0)
-    inference = not torch.is_grad_enabled()
-    out = None
-    if inference:
-        shape = (basis.shape[0], w.shape[1])
-        out = workspace.get("filter", shape, basis) if workspace else basis.new_empty(shape)
-    parts, start = [], 0
-    for p, size in enumerate(pair_sizes):
-        if size:
-            block = basis[start:start + size]
-            if inference:
-                torch.mm(block, w * gate[p], out=out[start:start + size])
-            else:
-                parts.append(block @ (w * gate[p]))
-        start += size
-    if inference:
-        return out
-    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def __init__(self, linear: nn.Linear, gate: torch.Tensor, rbf: RadialBasis):
+        w = linear.weight.t()                                   # (R, C)
+        n_pad = (rbf.n_windows - 1) * rbf.window_step + rbf.width - w.shape[0]
+        self.weight = torch.cat([w, w.new_zeros((n_pad, w.shape[1]))]) if n_pad else w
+        self.bias = linear.bias[None, :]
+        self.gate = gate                                        # (9, C)
+        self.rbf = rbf
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        if key not in self._cache:
+            pair, window = key
+            start = window * self.rbf.window_step
+            w = torch.cat([self.weight[start:start + self.rbf.width], self.bias])
+            self._cache[key] = w * self.gate[pair]
+        return self._cache[key]
+
+
+def band_filter(basis: torch.Tensor, weights: BandWeights, groups: list,
+                ws: Workspace | None) -> torch.Tensor:
+    """Gated radial filter of all edges, (E, C): one matmul per group of edges
+    ``(start, stop, (pair, window))``, written into one workspace buffer."""
+    shape = (basis.shape[0], weights.weight.shape[1])
+    if ws is None:
+        parts = [basis[a:b] @ weights[g] for a, b, g in groups]
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+    out = ws.get("filter", shape, basis)
+    for a, b, g in groups:
+        torch.mm(basis[a:b], weights[g], out=out[a:b])
+    return out
 
 
 def _mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -182,11 +245,13 @@ class DefiNetLayer(nn.Module):
             self.agg_phi = mlp(2 * f, f, f)
             self.agg_w = nn.Linear(f, f, bias=False)
 
-    def forward(self, x, v, xg, vg, disp, src, dst, edge_vec0, pair_sizes, rbf_fn,
+    def forward(self, x, v, xg, vg, disp, src, dst, edge_vec0, pair, rbf_fn,
                 batch, counts, workspace: Workspace | None = None):
-        """One layer. Edges must be sorted by marker pair (``pair_sizes`` per type)."""
+        """One layer. ``pair`` is the marker-pair type ``3 m_dst + m_src`` of each
+        edge; edges come sorted by it."""
         n = x.shape[0]
         f = self.f
+        ws = workspace
         # message distribution (8-9)
         x = self.dist_phi(torch.cat([x, xg[batch]], dim=-1)) + x
         v = self.dist_act(self.dist_w(v + vg[batch]) + v)
@@ -195,36 +260,50 @@ class DefiNetLayer(nn.Module):
         # paper's r_ji differs only by sign, which the learned weights absorb
         vec = edge_vec0 + disp.index_select(0, src) - disp.index_select(0, dst)
         d = (vec * vec).sum(dim=-1).sqrt()
+        # group edges by (pair type, basis window) for the radial filters; only
+        # the order of edges changes, and every sum over edges is order-free
+        window = rbf_fn.window(d)
+        if rbf_fn.n_windows > 1:
+            key = pair * rbf_fn.n_windows + window
+            order = torch.argsort(key, stable=True)
+            src, dst, vec, d, window = src[order], dst[order], vec[order], d[order], window[order]
+            key = key[order]
+        else:
+            key = pair
+        sizes = torch.bincount(key, minlength=9 * rbf_fn.n_windows).tolist()
+        groups, start = [], 0
+        for k, size in enumerate(sizes):
+            if size:
+                groups.append((start, start + size, divmod(k, rbf_fn.n_windows)))
+            start += size
         unit = vec / d.clamp_min(1e-9)[:, None]
-        rbf = rbf_fn(d)
+        basis = torch.cat([rbf_fn(d, window), d.new_ones((d.shape[0], 1))], dim=1)
+        # the radial filters of eqs. 1-2 and 5 read the same basis: one matmul
         gate = torch.cat([self.msg_gate.table(), self.pos_gate.table()], dim=-1)
-        filt = gated_filter(rbf, self.rbf_filter, gate, pair_sizes, workspace)
+        filt = band_filter(basis, BandWeights(self.rbf_filter, gate, rbf_fn), groups, ws)
 
         # defect-aware message passing (1-2)
-        w = _mul(filt[:, :3 * f], self.msg_phi(x).index_select(0, src))
-        h, wu, wv = w[:, :f], w[:, f:2 * f], w[:, 2 * f:]
+        m = _mul(filt[:, :3 * f], _gather(self.msg_phi(x), src, ws, "phi"))
+        h, wu, wv = m[:, :f], m[:, None, f:2 * f], m[:, None, 2 * f:]
+        vm = _mul(_gather(v, src, ws, "v"), wu)                 # (E, 3, F)
+        vm = vm.addcmul_(wv, unit[:, :, None]) if ws is not None \
+            else vm + wv * unit[:, :, None]
         q = scatter_sum(h, dst, n) * self.norm
-        if workspace is None:
-            vmsg = _mul(v.index_select(0, src), wu[:, None, :])
-        else:
-            vmsg = torch.index_select(v, 0, src, out=workspace.get(
-                "vmsg", (src.shape[0],) + tuple(v.shape[1:]), v)).mul_(wu[:, None, :])
-        vmsg = vmsg.addcmul_(wv[:, None, :], unit[:, :, None]) if not torch.is_grad_enabled() \
-            else vmsg + wv[:, None, :] * unit[:, :, None]
-        qv = scatter_sum(vmsg, dst, n) * self.norm               # (N, 3, F)
+        qv = scatter_sum(vm, dst, n) * self.norm                # (N, 3, F)
 
         # self-updating (3-4)
         vq = self.upd_v(qv)
         # +eps: symmetric environments give exactly zero vectors, where the
         # gradient of a plain square root is infinite
         s = torch.cat([q, ((vq * vq).sum(dim=1) + 1e-12).sqrt()], dim=-1)
-        a, g, b = torch.split(self.upd_phi(s), f, dim=-1)
-        x = a + torch.tanh(g) * q
-        v = self.upd_act(b[:, None, :] * self.upd_u(qv))
+        a_, g, b_ = torch.split(self.upd_phi(s), f, dim=-1)
+        x = a_ + torch.tanh(g) * q
+        v = self.upd_act(b_[:, None, :] * self.upd_u(qv))
 
         # coordinate updating (5-7)
-        e = _mul(filt[:, 3 * f:], self.pos_phi(x).index_select(0, src))
-        d_rpv = scatter_sum(self.pos_q(e) * unit, dst, n) * self.norm
+        e = _mul(filt[:, 3 * f:], _gather(self.pos_phi(x), src, ws, "phi"))
+        coef = self.pos_q(e)                                    # (E, 1)
+        d_rpv = scatter_sum(coef * unit, dst, n) * self.norm
         d_vec = self.pos_vec(v).squeeze(-1)
         disp = disp + d_rpv + d_vec
 
