@@ -25,6 +25,10 @@ from .match import DEFAULT_TOLERANCE, PRISTINE, SUBSTITUTION, HostMatch, match_h
 #: of a 768-atom MoS2 forward was 42 (paper config) to 62 (default) bytes.
 _BYTES_PER_EDGE_FEATURE = 64
 
+#: Edges × hidden features per forward pass on CPU (64 MB per float32 tensor;
+#: measured: paper config batch 32 at 3.7 struct/s with it, 2.5 without).
+CPU_CHUNK_EDGE_FEATURES = 1 << 24
+
 
 def tune_malloc() -> bool:
     """Keep freed heap memory for reuse instead of returning it to the OS (glibc).
@@ -167,6 +171,11 @@ class Predictor:
         self.strict = strict
         self.deterministic = deterministic
         self.max_memory_gb = float(max_memory_gb)
+        # On CPU a batch is cut where one edge-sized feature tensor would
+        # outgrow the cache: larger batches only add memory traffic
+        # (benchmarks/inference.py, batched throughput).
+        self.chunk_edge_features = CPU_CHUNK_EDGE_FEATURES if self.device.type == "cpu" \
+            else float("inf")
 
     # ------------------------------------------------------------ preparation
     def prepare(self, atoms: Atoms, host, tolerance: float = DEFAULT_TOLERANCE
@@ -201,7 +210,8 @@ class Predictor:
         chunk: list[Graph] = []
         edges = 0
         for g in graphs:
-            if chunk and self._memory_gb(edges + g.num_edges) > self.max_memory_gb:
+            if chunk and (self._memory_gb(edges + g.num_edges) > self.max_memory_gb
+                          or (edges + g.num_edges) * self.config.hidden > self.chunk_edge_features):
                 out += self._forward_chunk(chunk)
                 chunk, edges = [], 0
             chunk.append(g)

@@ -95,6 +95,22 @@ def test_batch_equals_one_by_one(predictor, rng):
         assert np.abs(s - b.positions).max() < 1e-5
 
 
+def test_cpu_batches_are_cut_to_cache_size(predictor, rng, monkeypatch):
+    """A batch whose edge features exceed ``chunk_edge_features`` runs as several
+    forward passes with the same result."""
+    structs = [_defect_structure(rng, "MoS2", 4) for _ in range(3)]
+    atoms, hosts = [a for a, _ in structs], [h for _, h in structs]
+    whole = predictor.predict(atoms, hosts, batch_size=3)
+    calls = []
+    real = predictor._forward_chunk
+    monkeypatch.setattr(predictor, "_forward_chunk", lambda gs: calls.append(len(gs)) or real(gs))
+    monkeypatch.setattr(predictor, "chunk_edge_features", 1)
+    cut = predictor.predict(atoms, hosts, batch_size=3)
+    assert calls == [1, 1, 1]
+    for w, c in zip(whole, cut):
+        assert np.abs(w.positions - c.positions).max() < 1e-5
+
+
 def test_cpu_bitwise_reproducible(predictor, rng):
     a, host = _defect_structure(rng)
     assert np.array_equal(_pred(predictor, a, host), _pred(predictor, a, host))
