@@ -19,9 +19,14 @@ def mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
 
 
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """Sum rows of ``src`` into ``size`` rows by ``index``."""
+    """Sum rows of ``src`` into ``size`` rows by ``index``.
+
+    A strided ``src`` (a column slice) is copied first: ``index_add_`` on CPU
+    takes a slow generic path for it (7.5 ms instead of 1.2 + 1 ms for the
+    copy, for the paper model's (6272, 512) messages).
+    """
     out = src.new_zeros((size,) + tuple(src.shape[1:]))
-    return out.index_add_(0, index, src)
+    return out.index_add_(0, index, src.contiguous())
 
 
 class RadialBasis(nn.Module):
