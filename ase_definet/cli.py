@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ase.io.formats import UnknownFileTypeError
 
@@ -114,9 +115,13 @@ def _cmd_residual(args) -> int:
     from .evaluate import save_report
     from .residual import format_residual, residual_study
     fmax = [float(f) for f in args.fmax.split(",")]
+    done = []
+    if args.json and args.resume and Path(args.json).exists():
+        done = json.loads(Path(args.json).read_text())["per_structure"]
+    save = (lambda r: save_report(r, args.json)) if args.json else None
     report = residual_study(_predictor(args), _selected(args), calculator=args.calculator,
                             fmax=fmax, steps=args.steps, n=args.n,
-                            progress=not args.quiet)
+                            progress=not args.quiet, done=done, on_record=save)
     print(format_residual(report))
     if args.json:
         save_report(report, args.json)
@@ -247,7 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fmax", default="0.05,0.01", help="comma-separated thresholds")
     s.add_argument("--steps", type=int, default=1000)
     s.add_argument("-n", "--n", type=int, default=20, help="number of structures")
-    s.add_argument("--json", default=None)
+    s.add_argument("--json", default=None,
+                   help="report file, rewritten after every structure")
+    s.add_argument("--resume", action="store_true",
+                   help="keep the structures already in --json and relax only the rest")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_residual)
 

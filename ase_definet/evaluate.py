@@ -241,8 +241,10 @@ def save_report(report: dict, path: str | Path) -> Path:
     """Write a report as strict JSON (``NaN`` becomes ``null``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(report), indent=1, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")        # a kill never leaves half a file
+    tmp.write_text(json.dumps(_clean(report), indent=1, ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    tmp.replace(path)
     return path
 
 

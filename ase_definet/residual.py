@@ -126,7 +126,9 @@ def _predicted_atoms(predictor, samples: list[Sample]) -> tuple[list[Atoms], flo
 def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorLike = "chgnet",
                    fmax: float | Sequence[float] = FMAX, steps: int = MAX_STEPS,
                    optimizer: str | type = "BFGS", n: int | None = None,
-                   device: str = "cpu", progress: bool = True) -> dict:
+                   device: str = "cpu", progress: bool = True,
+                   done: Sequence[dict] = (),
+                   on_record: Callable[[dict], None] | None = None) -> dict:
     """Relax from the unrelaxed structure and from the DefiNet prediction.
 
     Parameters
@@ -148,6 +150,12 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
         Device of a named calculator.
     progress : bool
         tqdm progress bar.
+    done : sequence of dict
+        ``per_structure`` records of an interrupted run with the same settings:
+        structures with these ids are not relaxed again (resume).
+    on_record : callable, optional
+        Called with the report so far after every structure (e.g. to save it,
+        so that an interrupted study loses at most one structure).
 
     Returns
     -------
@@ -159,23 +167,34 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
     samples = list(samples if n is None else itertools.islice(samples, n))
     calc = resolve_calculator(calculator, device)
     targets = _thresholds(fmax)
-    predicted, t_pred = _predicted_atoms(predictor, samples)
+    old = {r["id"]: r for r in done if r.get("id") is not None}
+    todo = [s for s in samples if s.info.get("id") not in old]
+    predicted, t_pred = _predicted_atoms(predictor, todo) if todo else ([], 0.0)
+    starts = {id(s): a for s, a in zip(todo, predicted)}
+    meta = {
+        "calculator": calculator if isinstance(calculator, str) else type(calc).__name__,
+        "optimizer": optimizer if isinstance(optimizer, str) else optimizer.__name__,
+        "max_steps": int(steps), "fmax": targets, "predict_time_s": t_pred,
+    }
+
+    def report(records: list[dict]) -> dict:
+        return {**meta, "n": len(records),
+                "summary": {fmax_key(f): summarize_threshold(records, f) for f in targets},
+                "per_structure": records}
+
     records = []
-    for s, start in tqdm(list(zip(samples, predicted)), disable=not progress,
-                         desc="residual", unit="struct"):
+    for s in tqdm(samples, disable=not progress, desc="residual", unit="struct"):
+        if s.info.get("id") in old:
+            records.append(old[s.info["id"]])
+            continue
         records.append({
             "id": s.info.get("id"), "group": s.group, "n_atoms": len(s.atoms),
             "unrelaxed": relax_to_thresholds(s.atoms, calc, targets, steps, optimizer),
-            "predicted": relax_to_thresholds(start, calc, targets, steps, optimizer),
+            "predicted": relax_to_thresholds(starts[id(s)], calc, targets, steps, optimizer),
         })
-    return {
-        "calculator": calculator if isinstance(calculator, str) else type(calc).__name__,
-        "optimizer": optimizer if isinstance(optimizer, str) else optimizer.__name__,
-        "max_steps": int(steps), "fmax": targets, "n": len(records),
-        "predict_time_s": t_pred,
-        "summary": {fmax_key(f): summarize_threshold(records, f) for f in targets},
-        "per_structure": records,
-    }
+        if on_record is not None:
+            on_record(report(records))
+    return report(records)
 
 
 def summarize_threshold(records: Sequence[dict], fmax: float) -> dict:

@@ -97,9 +97,14 @@ class TruePredictor:
     """Returns each sample's reference relaxed positions: a perfect model."""
 
     def __init__(self, samples):
-        self.by_id = {id(s.atoms): s for s in samples}
+        # keyed by content, so that samples read back from a file are found too
+        self.by_key = {self._key(s.atoms): s for s in samples}
+
+    @staticmethod
+    def _key(atoms):
+        return atoms.get_positions().round(6).tobytes() + str(atoms.symbols).encode()
 
     def predict(self, atoms_list, hosts, batch_size=8):
         from ase_definet.inference import Prediction
-        return [Prediction(self.by_id[id(a)].relaxed.copy(), self.by_id[id(a)].match)
-                for a in atoms_list]
+        found = [self.by_key[self._key(a)] for a in atoms_list]
+        return [Prediction(s.relaxed.copy(), s.match) for s in found]

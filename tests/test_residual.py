@@ -92,3 +92,50 @@ def test_untrained_definet_with_calculator_factory(samples):
     assert np.isfinite(s["median_steps_unrelaxed"]) and np.isfinite(s["median_steps_predicted"])
     with pytest.raises(ValueError):
         residual_study(predictor, samples, calculator=EMT(), fmax=0.0, progress=False)
+
+
+def test_interrupted_study_resumes_without_redoing_structures(samples, tmp_path):
+    """Every finished structure is reported at once; a resumed study relaxes
+    only the rest and ends with the same report as one uninterrupted run."""
+    from ase_definet.evaluate import save_report
+    path = tmp_path / "residual.json"
+    seen = []
+
+    def save(report):
+        seen.append(report["n"])
+        save_report(report, path)
+
+    full = residual_study(TruePredictor(samples), samples, calculator="emt", fmax=0.05,
+                          progress=False)
+    first = residual_study(TruePredictor(samples), samples, calculator="emt", fmax=0.05,
+                           n=1, progress=False, on_record=save)
+    assert seen == [1] and first["per_structure"][0]["id"] == "s0"
+    import json
+    done = json.loads(path.read_text())["per_structure"]
+    seen.clear()
+    resumed = residual_study(TruePredictor(samples), samples, calculator="emt", fmax=0.05,
+                             progress=False, done=done, on_record=save)
+    assert seen == [2]                                   # only s1 was relaxed
+    assert [r["id"] for r in resumed["per_structure"]] == ["s0", "s1"]
+    assert resumed["summary"] == full["summary"]
+
+
+def test_cli_residual_resume(samples, tmp_path, monkeypatch):
+    from ase_definet import cli
+    from ase_definet.data.formats import write_compact
+    data = write_compact(samples, tmp_path / "data.extxyz.gz")
+    monkeypatch.setattr(cli, "_predictor", lambda args: TruePredictor(samples))
+    out = tmp_path / "r.json"
+    base = ["residual", "--data", str(data), "--calculator", "emt", "--fmax", "0.05",
+            "--json", str(out), "--quiet"]
+    assert cli.main(base + ["-n", "1"]) == 0
+    import json
+    assert json.loads(out.read_text())["n"] == 1
+    calls = []
+    import ase_definet.residual as res
+    orig = res.relax_to_thresholds
+    monkeypatch.setattr(res, "relax_to_thresholds",
+                        lambda *a, **k: calls.append(1) or orig(*a, **k))
+    assert cli.main(base + ["-n", "2", "--resume"]) == 0
+    assert len(calls) == 2                    # one structure, from two starts
+    assert [r["id"] for r in json.loads(out.read_text())["per_structure"]] == ["s0", "s1"]

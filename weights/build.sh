@@ -16,7 +16,7 @@ ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --q
 ev --split-file "$RUN/split.json" --subset test --json "$RUN/test.json"
 HOLD=()
 if ev --where supercell=12x12 --json "$RUN/holdout.json"; then HOLD=(--holdout "$RUN/holdout.json"); fi
-OPENBLAS_NUM_THREADS=1 definet residual --threads 1 --model "$RUN/best.pt" --data "$DATA" \
+OPENBLAS_NUM_THREADS=1 definet residual --threads 1 --model "$RUN/best.pt" --data "$DATA" --resume \
   --split-file "$RUN/split.json" --subset test -n "${N_RESIDUAL:-20}" --fmax 0.05,0.01 --calculator "${CALC:-chgnet}" \
   --json "$RUN/residual.json" --quiet
 python -m ase_definet.card "$RUN" --data "$DATA" --test "$RUN/test.json" "${HOLD[@]}" \
