@@ -121,7 +121,8 @@ def _cmd_residual(args) -> int:
     save = (lambda r: save_report(r, args.json)) if args.json else None
     report = residual_study(_predictor(args), _selected(args), calculator=args.calculator,
                             fmax=fmax, steps=args.steps, n=args.n,
-                            progress=not args.quiet, done=done, on_record=save)
+                            progress=not args.quiet, done=done, on_record=save,
+                            workers=args.workers)
     print(format_residual(report))
     if args.json:
         save_report(report, args.json)
@@ -254,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--n", type=int, default=20, help="number of structures")
     s.add_argument("--json", default=None,
                    help="report file, rewritten after every structure")
+    s.add_argument("--workers", type=int, default=0,
+                   help="relaxation processes, one torch thread each (0: this process)")
     s.add_argument("--resume", action="store_true",
                    help="keep the structures already in --json and relax only the rest")
     s.add_argument("--quiet", action="store_true")

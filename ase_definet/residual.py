@@ -123,12 +123,31 @@ def _predicted_atoms(predictor, samples: list[Sample]) -> tuple[list[Atoms], flo
     return out, dt
 
 
+_WORKER: dict = {}
+
+
+def _init_worker(calculator: CalculatorLike, device: str, threads: int | None) -> None:
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    _WORKER["calc"] = resolve_calculator(calculator, device)
+
+
+def _relax_pair(task: tuple) -> tuple[int, dict, dict]:
+    """Both relaxations of one structure, in a worker process."""
+    k, unrelaxed, predicted, targets, steps, optimizer = task
+    calc = _WORKER["calc"]
+    return (k, relax_to_thresholds(unrelaxed, calc, targets, steps, optimizer),
+            relax_to_thresholds(predicted, calc, targets, steps, optimizer))
+
+
 def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorLike = "chgnet",
                    fmax: float | Sequence[float] = FMAX, steps: int = MAX_STEPS,
                    optimizer: str | type = "BFGS", n: int | None = None,
                    device: str = "cpu", progress: bool = True,
                    done: Sequence[dict] = (),
-                   on_record: Callable[[dict], None] | None = None) -> dict:
+                   on_record: Callable[[dict], None] | None = None,
+                   workers: int = 0) -> dict:
     """Relax from the unrelaxed structure and from the DefiNet prediction.
 
     Parameters
@@ -155,7 +174,11 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
         structures with these ids are not relaxed again (resume).
     on_record : callable, optional
         Called with the report so far after every structure (e.g. to save it,
-        so that an interrupted study loses at most one structure).
+        so that an interrupted study loses at most one structure per worker).
+    workers : int
+        Relax in this many processes with one torch thread each (0: in this
+        process). Needs a calculator name or a picklable factory, since each
+        worker builds its own.
 
     Returns
     -------
@@ -165,36 +188,51 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
     """
     from tqdm.auto import tqdm
     samples = list(samples if n is None else itertools.islice(samples, n))
-    calc = resolve_calculator(calculator, device)
+    if workers > 0 and hasattr(calculator, "get_potential_energy") \
+            and not isinstance(calculator, type):
+        raise ValueError("workers > 0 needs a calculator name or factory, not an instance")
     targets = _thresholds(fmax)
     old = {r["id"]: r for r in done if r.get("id") is not None}
-    todo = [s for s in samples if s.info.get("id") not in old]
-    predicted, t_pred = _predicted_atoms(predictor, todo) if todo else ([], 0.0)
-    starts = {id(s): a for s, a in zip(todo, predicted)}
-    meta = {
-        "calculator": calculator if isinstance(calculator, str) else type(calc).__name__,
-        "optimizer": optimizer if isinstance(optimizer, str) else optimizer.__name__,
-        "max_steps": int(steps), "fmax": targets, "predict_time_s": t_pred,
-    }
+    todo = [k for k, s in enumerate(samples) if s.info.get("id") not in old]
+    predicted, t_pred = _predicted_atoms(predictor, [samples[k] for k in todo]) \
+        if todo else ([], 0.0)
+    tasks = [(k, samples[k].atoms, start, targets, steps, optimizer)
+             for k, start in zip(todo, predicted)]
+    name = calculator if isinstance(calculator, str) else \
+        getattr(calculator, "__name__", type(calculator).__name__)
+    meta = {"calculator": name,
+            "optimizer": optimizer if isinstance(optimizer, str) else optimizer.__name__,
+            "max_steps": int(steps), "fmax": targets, "predict_time_s": t_pred}
+    slots: list[dict | None] = [old.get(s.info.get("id")) for s in samples]
 
-    def report(records: list[dict]) -> dict:
+    def report() -> dict:
+        records = [r for r in slots if r is not None]
         return {**meta, "n": len(records),
                 "summary": {fmax_key(f): summarize_threshold(records, f) for f in targets},
                 "per_structure": records}
 
-    records = []
-    for s in tqdm(samples, disable=not progress, desc="residual", unit="struct"):
-        if s.info.get("id") in old:
-            records.append(old[s.info["id"]])
-            continue
-        records.append({
-            "id": s.info.get("id"), "group": s.group, "n_atoms": len(s.atoms),
-            "unrelaxed": relax_to_thresholds(s.atoms, calc, targets, steps, optimizer),
-            "predicted": relax_to_thresholds(starts[id(s)], calc, targets, steps, optimizer),
-        })
-        if on_record is not None:
-            on_record(report(records))
-    return report(records)
+    if workers > 0 and tasks:
+        import multiprocessing as mp
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker,
+                                            initargs=(calculator, device, 1))
+        results = pool.imap_unordered(_relax_pair, tasks)
+    else:
+        pool = None
+        _init_worker(calculator, device, None)
+        results = map(_relax_pair, tasks)
+    try:
+        for k, unrelaxed, from_pred in tqdm(results, total=len(tasks), disable=not progress,
+                                            desc="residual", unit="struct"):
+            s = samples[k]
+            slots[k] = {"id": s.info.get("id"), "group": s.group, "n_atoms": len(s.atoms),
+                        "unrelaxed": unrelaxed, "predicted": from_pred}
+            if on_record is not None:
+                on_record(report())
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return report()
 
 
 def summarize_threshold(records: Sequence[dict], fmax: float) -> dict:

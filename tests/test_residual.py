@@ -139,3 +139,17 @@ def test_cli_residual_resume(samples, tmp_path, monkeypatch):
     assert cli.main(base + ["-n", "2", "--resume"]) == 0
     assert len(calls) == 2                    # one structure, from two starts
     assert [r["id"] for r in json.loads(out.read_text())["per_structure"]] == ["s0", "s1"]
+
+
+def test_worker_processes_give_the_same_report(samples):
+    one = residual_study(TruePredictor(samples), samples, calculator="emt", fmax=0.05,
+                         progress=False)
+    two = residual_study(TruePredictor(samples), samples, calculator="emt", fmax=0.05,
+                         progress=False, workers=2)
+    assert [r["id"] for r in two["per_structure"]] == ["s0", "s1"]
+    for a, b in zip(one["per_structure"], two["per_structure"]):
+        assert a["unrelaxed"]["0.05"]["steps"] == b["unrelaxed"]["0.05"]["steps"]
+        assert a["predicted"]["0.05"]["energy"] == pytest.approx(b["predicted"]["0.05"]["energy"])
+    with pytest.raises(ValueError, match="factory"):
+        residual_study(TruePredictor(samples), samples, calculator=EMT(), workers=2,
+                       progress=False)
