@@ -155,6 +155,33 @@ def test_finite_gradients_in_symmetric_environments():
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
 
 
+def test_windowed_network_equals_dense_network(rng):
+    """Outputs and gradients with the windowed basis equal those of the same
+    network evaluating all radial functions for every edge."""
+    class DenseBasis(RadialBasis):
+        stride = 10 ** 6                        # one window holding every function
+
+    torch.manual_seed(0)
+    cfg = DefiNetConfig(hidden=16, num_rbf=64)
+    windowed = DefiNet(cfg)
+    dense = DefiNet(cfg)
+    dense.rbf = DenseBasis(cfg.num_rbf, cfg.cutoff)
+    dense.load_state_dict(windowed.state_dict())
+    assert windowed.rbf.n_windows > 1 and dense.rbf.n_windows == 1
+    a, host = _defect_structure(rng)
+    _, g, _ = Predictor(windowed, device="cpu").prepare(a, host)
+    args = (g.numbers, g.markers, g.edge_src, g.edge_dst, g.edge_vec, g.batch, 1)
+    outs = []
+    for net in (windowed, dense):
+        out = net(*args)
+        out.square().sum().backward()
+        outs.append(out.detach())
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-7)
+    for (name, p), q in zip(windowed.named_parameters(), dense.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
 @pytest.mark.parametrize("num_rbf, cutoff", [(128, 6.0), (64, 5.0), (33, 4.0), (16, 5.0)])
 def test_windowed_basis_holds_every_nonzero_value(num_rbf, cutoff):
     """The window of each distance holds all its non-zero Gaussians, so the
