@@ -108,3 +108,14 @@ class TruePredictor:
         from ase_definet.inference import Prediction
         found = [self.by_key[self._key(a)] for a in atoms_list]
         return [Prediction(s.relaxed.copy(), s.match) for s in found]
+
+
+def mos2_defect(n: int = 4):
+    """MoS2 n×n with a Mo vacancy, an S vacancy and a Se-on-S substitution."""
+    from ase_definet.data.defects import apply_defects
+    from ase_definet.data.hosts import build_host
+    host = build_host("MoS2", n)
+    atoms = apply_defects(host, [0, 1, 5], [("vacancy", "Mo", None),
+                                            ("substitution", "S", "Se"),
+                                            ("vacancy", "S", None)])
+    return atoms, host

@@ -31,6 +31,8 @@ from ase_definet.errors import (CheckpointError, DefiNetInputError, DeviceError,
 from ase_definet.inference import Predictor
 from ase_definet.weights import load_model, save_checkpoint, sha256
 
+from conftest import mos2_defect
+
 CARD = {"elements": ["Mo", "S", "Se", "W"], "defects": ["V_S", "V_Mo", "Se_S", "W_Mo"]}
 
 
@@ -43,15 +45,6 @@ def net() -> DefiNet:
 @pytest.fixture(scope="module")
 def predictor(net) -> Predictor:
     return Predictor(net, device="cpu")
-
-
-def mos2_defect(n: int = 4) -> tuple[Atoms, Atoms]:
-    """MoS2 n×n with a Mo vacancy, an S vacancy and a Se-on-S substitution."""
-    host = build_host("MoS2", n)
-    atoms = apply_defects(host, [0, 1, 5], [("vacancy", "Mo", None),
-                                            ("substitution", "S", "Se"),
-                                            ("vacancy", "S", None)])
-    return atoms, host
 
 
 def relax(atoms: Atoms, host, model, **kwargs) -> DefiNetRelaxer:
