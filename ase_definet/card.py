@@ -30,6 +30,16 @@ def _training_log(run: Path) -> dict:
             "best_val_mae": min(float(r["val_mae"]) for r in rows)}
 
 
+def _with_history(log: dict, init: dict | None) -> dict:
+    """This run's training record plus the totals over the models it continued."""
+    if not init:
+        return log
+    parent = init.get("training") or {}
+    total = lambda k: round(log[k] + parent.get(f"total_{k}", parent.get(k) or 0), 1)  # noqa: E731
+    return dict(log, initialised_from=init, total_epochs=int(total("epochs")),
+                total_wall_time_s=total("wall_time_s"))
+
+
 def build_card(run: str | Path, data: str | Path, test_report: dict,
                holdout_report: dict | None = None, residual_report: dict | None = None,
                name: str = "definet-2dmd") -> dict:
@@ -54,7 +64,8 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
                  "groups": manifest.get("groups"), "split": str(run / "split.json"),
                  "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
                  "n_test": meta.get("n_test"), "excluded": meta.get("excluded", [])},
-        "training": dict(_training_log(run), recipe=meta.get("train_config"),
+        "training": dict(_with_history(_training_log(run), meta.get("init")),
+                         recipe=meta.get("train_config"),
                          hardware=f"{platform.machine()} {meta.get('device', 'cpu')}, "
                                   f"{meta.get('threads', '?')} torch threads × "
                                   f"{meta.get('world_size', 1)} process(es)",
@@ -117,6 +128,18 @@ def _residual_lines(card: dict) -> list[str]:
     return lines
 
 
+def _history_lines(t: dict) -> list[str]:
+    init = t.get("initialised_from")
+    if not init:
+        return []
+    parent = init.get("training") or {}
+    return [f"- started from the weights of `{init['checkpoint']}` (sha256 "
+            f"`{init['sha256'][:12]}…`; {parent.get('epochs', '?')} epochs, "
+            f"{(parent.get('wall_time_s') or 0) / 60:.0f} min), with its test split kept; "
+            f"in total {t['total_epochs']} epochs, {t['total_wall_time_s'] / 60:.0f} min "
+            "of training"]
+
+
 def card_readme(card: dict) -> str:
     """The model card as the ``weights/README.md`` text."""
     t = card["training"]
@@ -141,6 +164,7 @@ def card_readme(card: dict) -> str:
         "## Training",
         f"- {t['epochs']} epochs, {t['wall_time_s'] / 60:.0f} min on {t['hardware']}; "
         f"best validation MAE {t['best_val_mae']:.4f} Å",
+        *_history_lines(t),
         f"- recipe: `{json.dumps({k: v for k, v in (t.get('recipe') or {}).items() if k != 'model'})}`",
         "- reproduce: `bash weights/build.sh` (data: `weights/data/chgnet-2dmd/recipe.sh`)", "",
         "## Test metrics (Å; model / Dummy (improvement))",

@@ -96,7 +96,7 @@ def _cmd_train(args) -> int:
     summary = run_training(args.data, args.out, cfg, host=args.host, split=args.split_file,
                            split_seed=args.split_seed, device=args.device or "cpu",
                            resume=not args.restart, progress=not args.quiet,
-                           exclude=args.exclude)
+                           exclude=args.exclude, unassigned=args.unassigned, init=args.init)
     print(json.dumps(summary))
     return 0
 
@@ -219,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", default="default",
                    help="preset (default, paper) or a JSON dict of DefiNetConfig fields")
     t.add_argument("--split-file", default=None, help="use this split instead of a new one")
+    t.add_argument("--unassigned", default="drop", choices=("drop", "split"),
+                   help="samples the split file does not list: leave them out (drop), or "
+                        "split them, keeping the file's assignments (split: a grown data set)")
+    t.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from this trained model's weights (a file or shipped name's "
+                        "file); its training record goes into the new checkpoints")
     t.add_argument("--split-seed", type=int, default=0)
     t.add_argument("--exclude", action="append", default=[], metavar="KEY=VALUE",
                    help="leave matching samples out entirely (e.g. supercell=12x12)")

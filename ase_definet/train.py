@@ -31,7 +31,8 @@ from torch import nn
 
 from .graph import Graph, build_graph, collate
 from .model import DefiNet, get_config
-from .weights import model_from_checkpoint, read_checkpoint, save_checkpoint
+from .errors import CheckpointError
+from .weights import model_from_checkpoint, read_checkpoint, save_checkpoint, sha256
 
 
 @dataclass
@@ -187,9 +188,39 @@ class Trainer:
                     world_size=self.world, device=str(self.device))
         save_checkpoint(self.out / name, self.ema.shadow, meta=meta, extra=self._state())
 
+    def init_from(self, path: str | Path) -> dict:
+        """Start from the weights of a trained model (model and EMA), not from random.
+
+        Optimizer, scheduler and counters start fresh. The parent's file, sha256
+        and training record go into every checkpoint of this run (``meta["init"]``)
+        so a model card can state the whole training history.
+
+        Raises
+        ------
+        CheckpointError
+            Unreadable checkpoint, or one of another architecture than this run's.
+        """
+        ckpt = read_checkpoint(path)
+        parent = model_from_checkpoint(ckpt, str(path))
+        if parent.config.to_dict() != self.model.config.to_dict():
+            raise CheckpointError(
+                f"{path}: its model config {parent.config.to_dict()} differs from this "
+                f"run's {self.model.config.to_dict()}; pass the same --config to train further")
+        self.model.load_state_dict(parent.state_dict())
+        self.ema.shadow.load_state_dict(parent.state_dict())
+        meta = ckpt.get("meta", {})
+        record = meta.get("card", {}).get("training") or {
+            "epochs": meta.get("epoch"), "best_val_mae": meta.get("best_val_mae"),
+            "initialised_from": meta.get("init")}
+        self.meta["init"] = {"checkpoint": str(path), "sha256": sha256(path),
+                             "training": {k: v for k, v in record.items() if k != "recipe"}}
+        return self.meta["init"]
+
     def resume(self, path: str | Path) -> None:
         """Restore everything from a ``last.pt`` checkpoint."""
         ckpt = read_checkpoint(path)
+        if ckpt.get("meta", {}).get("init"):
+            self.meta["init"] = ckpt["meta"]["init"]
         st = ckpt["train_state"]
         self.model.load_state_dict(st["model"])
         self.ema.shadow.load_state_dict(st["ema"])
@@ -314,9 +345,11 @@ class Trainer:
 
 def train(train_samples, val_samples, out: str | Path, config: TrainConfig | None = None,
           device="cpu", resume: bool = True, meta: dict | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, init: str | Path | None = None) -> dict:
     """Train (or resume) a DefiNet on samples; see :class:`Trainer`.
 
+    ``init`` starts a new run from a trained checkpoint's weights
+    (:meth:`Trainer.init_from`); a run that resumes from ``out/last.pt`` ignores it.
     Under ``torchrun`` the process group is initialised here (gloo on CPU,
     NCCL on CUDA) and each rank uses ``cuda:LOCAL_RANK`` when on GPU.
     """
@@ -336,6 +369,8 @@ def train(train_samples, val_samples, out: str | Path, config: TrainConfig | Non
     last = Path(out) / "last.pt"
     if resume and last.exists():
         trainer.resume(last)
+    elif init is not None:
+        trainer.init_from(init)
     summary = trainer.fit()
     if world > 1:
         dist.barrier()
@@ -380,11 +415,16 @@ def load_samples(sources, host=None, progress_note=print, where: list[str] | Non
 def run_training(sources, out: str | Path, config: TrainConfig | None = None,
                  host=None, split: str | Path | None = None, split_seed: int = 0,
                  device="cpu", resume: bool = True, progress: bool = True,
-                 exclude: list[str] | None = None) -> dict:
+                 exclude: list[str] | None = None, unassigned: str = "drop",
+                 init: str | Path | None = None) -> dict:
     """Load data, split it (or apply a split file), train, and record provenance.
 
     The split is written to ``out/split.json`` before training, so a resumed
-    run and any later evaluation use the same test set.
+    run and any later evaluation use the same test set. With a ``split`` file,
+    ``unassigned`` says what happens to samples it does not list: ``"drop"``
+    them, or ``"split"`` them (stratified, the listed ones counting towards the
+    quotas), which is how a model trained further on a grown data set keeps
+    its parent's test set. ``init``: see :func:`train`.
     """
     from .data.splits import apply_split, read_split, split_samples, write_split
     out = Path(out)
@@ -393,7 +433,7 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
     samples = loaded.samples
     split_file = out / "split.json"
     if split is not None:
-        parts = apply_split(samples, split, unassigned="drop")
+        parts = apply_split(samples, split, unassigned=unassigned)
     elif split_file.exists():
         parts = apply_split(samples, split_file, unassigned="drop")
     else:
@@ -416,6 +456,6 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
             "n_test": len(parts["test"]),
             "groups": sorted({s.group for s in samples}), "excluded": exclude or []}
     summary = train(parts["train"], parts["val"], out, config, device=device,
-                    resume=resume, meta=meta, progress=progress)
+                    resume=resume, meta=meta, progress=progress, init=init)
     return dict(summary, n_train=meta["n_train"], n_val=meta["n_val"],
                 n_test=meta["n_test"])

@@ -216,6 +216,30 @@ def test_apply_split_unassigned_and_leaks(tmp_path):
     assert samples[0] in moved["val"] and twin in moved["val"]
 
 
+def test_grown_data_set_keeps_its_split(tmp_path):
+    """A set that grew 40 -> 100 per stratum: old ids stay put, new ones fill the quotas."""
+    sizes = {("MoS2", "high"): 40, ("WSe2", "low"): 40}
+    old = population(sizes)
+    path = write_split(split_samples(old, seed=3), tmp_path / "old.json")
+    before = read_split(path)
+    grown = old + population({k: 60 for k in sizes}, offset=10**6)
+    for s in grown:                     # new ids, distinct from the old ones
+        s.info["id"] = s.info["id"] + ("-new" if s not in old else "")
+    split = apply_split(grown, path, unassigned="split")
+    got = ids(split)
+    for name in SPLITS:
+        assert set(before[name]) <= set(got[name])
+    assert sorted(sum(got.values(), [])) == sorted(s.info["id"] for s in grown)
+    for group in ("MoS2/high", "WSe2/low"):
+        counts = {n: sum(s.group == group for s in split[n]) for n in SPLITS}
+        assert counts == {"train": 80, "val": 10, "test": 10}
+    assert split.seed == 3
+    assert all("split" not in s.info for s in grown)   # inputs untouched
+    again = apply_split(list(reversed(grown)), path, unassigned="split")
+    assert {k: sorted(v) for k, v in ids(again).items()} == \
+        {k: sorted(v) for k, v in got.items()}
+
+
 def test_read_split_rejects_bad_files(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"seed": 0, "train": ["a"], "val": ["a"], "test": []}))

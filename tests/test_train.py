@@ -95,3 +95,42 @@ def test_torchrun_two_processes_match_single(emt_store, tmp_path):
     sd_b = load_trained(ddp / "best.pt").state_dict()
     diff = max(float((sd_a[k] - sd_b[k]).abs().max()) for k in sd_a)
     assert diff < 1e-3
+
+
+def test_init_from_a_trained_model(emt_store, tmp_path):
+    """--init: the parent's weights, its record in every checkpoint, kept on resume."""
+    import pytest
+    import torch
+    from ase_definet.card import _with_history
+    from ase_definet.errors import CheckpointError
+    from ase_definet.train import Trainer
+    from ase_definet.weights import read_checkpoint, sha256
+    cfg = lambda epochs: TrainConfig(model=SMALL, lr=3e-3, batch_size=4,  # noqa: E731
+                                     epochs=epochs, ema_decay=0.9, early_stop=100)
+    parent = tmp_path / "parent"
+    run_training(emt_store, parent, cfg(3), progress=False)
+    child = tmp_path / "child"
+    run_training(emt_store, child, cfg(1), progress=False, split=parent / "split.json",
+                 unassigned="split", init=parent / "best.pt")
+    init = read_checkpoint(child / "last.pt")["meta"]["init"]
+    assert init["sha256"] == sha256(parent / "best.pt")
+    assert init["training"]["epochs"] >= 1
+    assert json.loads((child / "split.json").read_text())["test"] == \
+        json.loads((parent / "split.json").read_text())["test"]
+    # starting from trained weights: the first validation is at least as good
+    # as the parent's first (the parent started from random weights)
+    assert float(_rows(child)[0]["val_mae"]) <= float(_rows(parent)[0]["val_mae"])
+    run_training(emt_store, child, cfg(2), progress=False)       # resume: record kept
+    assert read_checkpoint(child / "last.pt")["meta"]["init"] == init
+    # exact weights, model and EMA
+    trainer = Trainer([], [], tmp_path / "t", cfg(1))
+    trainer.init_from(parent / "best.pt")
+    ref = load_trained(parent / "best.pt").state_dict()
+    for net in (trainer.model, trainer.ema.shadow):
+        assert all(torch.equal(ref[k], v) for k, v in net.state_dict().items())
+    other = Trainer([], [], tmp_path / "o", TrainConfig(model={**SMALL, "hidden": 16}))
+    with pytest.raises(CheckpointError, match="differs from this run"):
+        other.init_from(parent / "best.pt")
+    total = _with_history({"epochs": 2, "wall_time_s": 10.0, "best_val_mae": 0.1},
+                          {"training": {"epochs": 3, "wall_time_s": 5.0}})
+    assert total["total_epochs"] == 5 and total["total_wall_time_s"] == 15.0

@@ -5,6 +5,8 @@
 # Batch 2 / lr 1.5e-3: in a 7-minute, one-thread A/B on the same split it reached a
 # validation loss 17 % lower than batch 8 / lr 3e-3 (more optimizer steps per
 # CPU-second; batch 1 / lr 1e-3 was as good, batch 2 / lr 3e-3 as bad as batch 8).
+# Training further on a grown data set (keeps the parent's test split, adds the new
+# structures 8:1:1):  INIT=weights/definet-2dmd.pt SPLIT=weights/definet-2dmd.split.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-weights/train/definet-2dmd}
@@ -14,7 +16,8 @@ OUTW=${OUTW:-weights}
 T=${THREADS:-2}
 definet train --threads "$T" --data "$DATA" --out "$RUN" --exclude supercell=12x12 \
   --config "${CONFIG:-default}" --lr "${LR:-1.5e-3}" --batch-size "${BATCH:-2}" --epochs "${EPOCHS:-400}" --ema-decay 0.99 \
-  --early-stop 30 --max-time "${MAX_TIME:-2400}" --quiet
+  --early-stop 30 --max-time "${MAX_TIME:-2400}" --quiet \
+  ${INIT:+--init "$INIT"} ${SPLIT:+--split-file "$SPLIT" --unassigned split}
 ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --quiet "$@"; }
 ev --split-file "$RUN/split.json" --subset test --json "$RUN/test.json"
 HOLD=()

@@ -14,6 +14,7 @@ Split files are JSON::
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -214,7 +215,9 @@ def split_samples(samples: Sequence[Sample], fractions: Sequence[float] = (0.8, 
         Each stratum is shuffled by its own generator seeded from ``seed`` and
         the stratum name, so adding a material leaves the others' splits alone.
     respect_existing : bool
-        Keep ``info["split"]`` where a sample carries one (2DMD csv files).
+        Keep ``info["split"]`` where a sample carries one (2DMD csv files, or
+        a data set grown since its last split); those samples count towards
+        the quotas and the others fill what is left of them.
     tol : float
         Å within which two structures count as the same configuration.
 
@@ -230,15 +233,24 @@ def split_samples(samples: Sequence[Sample], fractions: Sequence[float] = (0.8, 
     clusters = duplicate_clusters(samples, tol)
     where = _resolve_existing(samples, clusters) if respect_existing else {}
     strata: dict[str, list[int]] = {}
+    # Samples that keep an existing split count towards their stratum's quotas,
+    # so a grown data set keeps its old assignments and stays near the fractions.
+    size: dict[str, int] = {}
+    filled_by: dict[str, dict[str, int]] = {}
     for c, members in enumerate(clusters):
+        group = samples[members[0]].group
+        size[group] = size.get(group, 0) + len(members)
         if c not in where:
-            strata.setdefault(samples[members[0]].group, []).append(c)
+            strata.setdefault(group, []).append(c)
+        elif where[c] != "train":
+            f = filled_by.setdefault(group, {"test": 0, "val": 0})
+            f[where[c]] += len(members)
     for group, cs in sorted(strata.items()):
         rng = np.random.default_rng([seed, zlib.crc32(group.encode())])
         cs = sorted(cs, key=lambda c: _cluster_key(samples, clusters[c]))
         order = [cs[k] for k in rng.permutation(len(cs))]
-        n_val, n_test = _quotas(sum(len(clusters[c]) for c in order), fractions)
-        filled = {"test": 0, "val": 0}
+        n_val, n_test = _quotas(size[group], fractions)
+        filled = dict(filled_by.get(group, {"test": 0, "val": 0}))
         for c in order:
             name = ("test" if filled["test"] < n_test else
                     "val" if filled["val"] < n_val else "train")
@@ -323,8 +335,11 @@ def apply_split(samples: Sequence[Sample], split_json, unassigned: str = "error"
     samples : sequence of Sample
     split_json : path or mapping
         A file from :func:`write_split` or the dict :func:`read_split` returns.
-    unassigned : {"error", "drop", "train", "val", "test"}
-        What to do with samples whose id the split does not list.
+    unassigned : {"error", "drop", "split", "train", "val", "test"}
+        What to do with samples whose id the split does not list. ``"split"``
+        draws them with :func:`split_samples` (the file's seed and fractions),
+        the listed samples counting towards each stratum's quotas: how a data
+        set that grew keeps its test set when a model is trained further.
     tol : float
         A configuration found under different ids in different splits is moved
         to its latest split (test over val over train), with a warning.
@@ -336,10 +351,24 @@ def apply_split(samples: Sequence[Sample], split_json, unassigned: str = "error"
     """
     doc = read_split(split_json) if isinstance(split_json, (str, os.PathLike)) \
         else dict(split_json)
-    if unassigned not in ("error", "drop", *SPLITS):
-        raise ValueError(f"unassigned must be 'error', 'drop' or a split, got {unassigned!r}")
+    if unassigned not in ("error", "drop", "split", *SPLITS):
+        raise ValueError(f"unassigned must be 'error', 'drop', 'split' or a split name, "
+                         f"got {unassigned!r}")
     where = {str(i): name for name in SPLITS for i in doc.get(name, [])}
     samples = list(samples)
+    if unassigned == "split":
+        # Work on copies: the caller's samples keep their own info["split"].
+        labelled = [dataclasses.replace(s, info=dict(s.info)) for s in samples]
+        for s in labelled:
+            s.info.pop("split", None)
+            if str(s.info.get("id")) in where:
+                s.info["split"] = where[str(s.info.get("id"))]
+        fractions = doc.get("fractions") or (0.8, 0.1, 0.1)
+        seed = doc.get("seed") if doc.get("seed") is not None else 0
+        parts = split_samples(labelled, fractions, seed=seed, tol=tol)
+        originals = {id(c): o for c, o in zip(labelled, samples)}
+        return Split({k: [originals[id(c)] for c in v] for k, v in parts.items()},
+                     seed=seed, fractions=fractions)
     missing = [s for s in samples if str(s.info.get("id")) not in where]
     if missing and unassigned == "error":
         ids = [str(s.info.get("id")) for s in missing[:5]]
