@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-time", type=float, default=None, help="stop after this many s")
     t.add_argument("--device", default=None)
     t.add_argument("--deterministic", action="store_true")
-    t.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    t.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA only; ignored on CPU)")
     t.add_argument("--restart", action="store_true", help="ignore OUT/last.pt")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
