@@ -2,7 +2,8 @@
 # Recipe of the data set behind the shipped weights (CHGNet 0.3.0 oracle).
 # Every step is resumable: rerunning skips finished ids; a kill loses only the
 # structures in flight. Increments are interleaved so a partial set covers all
-# materials and concentrations. Usage: bash recipe.sh [WORKERS]
+# materials and concentrations; high density (the weaker groups) is grown to 50 per
+# material before low density goes from 100 to 300 per material. Usage: bash recipe.sh [WORKERS]
 set -euo pipefail
 cd "$(dirname "$0")"
 W=${1:-2}
@@ -13,6 +14,6 @@ gen --density high --materials MoS2 --supercell 12 --count 1 --seed 3
 gen --density low  --materials MoS2,WSe2 --count 100 --seed 2
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 4 --seed 1
 gen --density high --materials MoS2 --supercell 12 --count 4 --seed 3
-gen --density low  --materials MoS2,WSe2 --count 300 --seed 2
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 10 --seed 1
+gen --density low  --materials MoS2,WSe2 --count 300 --seed 2
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 20 --seed 1
