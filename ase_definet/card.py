@@ -104,6 +104,48 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+#: Targets of the shipped 2DMD weights (issue #5): minimum improvement over the
+#: Dummy in % (MAE of all atoms and A3) per density, for the never-trained 12×12
+#: set, and for the residual steps (median, fewer steps) with the largest
+#: allowed energy difference between the two end points.
+TARGETS = {"low": 85.0, "high": 70.0, "holdout": 80.0, "residual": 85.0, "dE_meV": 5.0}
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def targets_markdown(card: dict) -> str:
+    """Measured improvements against :data:`TARGETS`, one row per test group."""
+    lines = ["| set | n | MAE improvement | A3 improvement | target | verdict |",
+             "|---|---|---|---|---|---|"]
+
+    def row(name: str, block: dict, target: float) -> None:
+        imp = block["improvement"]
+        mae, a3 = imp.get("mae"), imp.get("a3")
+        ok = all(v is not None and v == v and v >= target for v in (mae, a3))
+        lines.append(f"| {name} | {block.get('n', '')} | {_num(mae)} % | {_num(a3)} % "
+                     f"| ≥ {target:.0f} % | {_verdict(ok)} |")
+
+    for g, block in sorted(card["test"]["groups"].items(),
+                           key=lambda kv: (kv[0].split("/")[1] != "low", kv[0])):
+        density = g.split("/")[-1]
+        if density in TARGETS:
+            row(g, block, TARGETS[density])
+    if "scalability_holdout" in card:
+        row("MoS2 12×12, never trained on", card["scalability_holdout"]["overall"],
+            TARGETS["holdout"])
+    for fmax, r in (card.get("residual_steps") or {}).items():
+        red, de = r.get("reduction_pct"), r.get("dE_meV_max")
+        ok = (red is not None and red >= TARGETS["residual"] and de is not None
+              and de <= TARGETS["dE_meV"])
+        lines.append(f"| residual steps to fmax {fmax} eV/Å | "
+                     f"{card.get('residual_steps_n', '')} | {_num(red)} % fewer (median) | "
+                     f"max abs(ΔE) {_num(de)} meV | ≥ {TARGETS['residual']:.0f} %, "
+                     f"≤ {TARGETS['dE_meV']:.0f} meV | {_verdict(ok)} |")
+    return "\n".join(lines)
+
+
 def _num(value, spec: str = ".1f") -> str:
     """A number for a table; JSON null (NaN in the report) prints as n/a."""
     return "n/a" if value is None or value != value else format(value, spec)
@@ -173,6 +215,8 @@ def card_readme(card: dict) -> str:
         "structure, then averaged.", "",
         card_markdown(card), "",
         *_residual_lines(card), "",
+        "## Against the targets (improvement over the Dummy, test split)", "",
+        targets_markdown(card), "",
     ]
     return "\n".join(lines)
 

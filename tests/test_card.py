@@ -1,0 +1,54 @@
+"""Model-card rendering: the verdicts against the targets of the shipped weights."""
+from __future__ import annotations
+
+from ase_definet.card import TARGETS, card_readme, targets_markdown
+
+
+def _block(mae: float, a3: float, n: int = 3) -> dict:
+    return {"model": {}, "dummy": {}, "improvement": {"mae": mae, "a3": a3}, "n": n}
+
+
+def _card() -> dict:
+    return {
+        "test": {"overall": _block(60.0, 60.0),
+                 "groups": {"MoS2/low": _block(90.0, 86.0),       # both above 85: met
+                            "WSe2/low": _block(90.0, 84.9),       # A3 short: missed
+                            "hBN/high": _block(71.0, 70.0),       # exactly 70: met
+                            "BP/high": _block(None, 99.0)}},      # NaN metric: missed
+        "scalability_holdout": {"overall": _block(81.0, 79.0, 20)},
+        "residual_steps": {"0.05": {"reduction_pct": 90.0, "dE_meV_max": 4.0},
+                           "0.01": {"reduction_pct": 90.0, "dE_meV_max": 6.0}},
+        "residual_steps_n": 20,
+    }
+
+
+def test_targets_table_verdicts():
+    rows = {line.split(" | ")[0].lstrip("| "): line
+            for line in targets_markdown(_card()).splitlines()[2:]}
+    assert rows["MoS2/low"].endswith("| met |")
+    assert rows["WSe2/low"].endswith("**missed** |")
+    assert rows["hBN/high"].endswith("| met |")
+    assert "n/a" in rows["BP/high"] and rows["BP/high"].endswith("**missed** |")
+    assert rows["MoS2 12×12, never trained on"].endswith("**missed** |")
+    assert rows["residual steps to fmax 0.05 eV/Å"].endswith("| met |")
+    assert rows["residual steps to fmax 0.01 eV/Å"].endswith("**missed** |")
+    # low density rows first, and every row names its own target
+    assert list(rows)[:2] == ["MoS2/low", "WSe2/low"]
+    assert f"≥ {TARGETS['low']:.0f} %" in rows["MoS2/low"]
+    assert f"≥ {TARGETS['high']:.0f} %" in rows["hBN/high"]
+
+
+def test_card_readme_contains_the_verdicts():
+    card = dict(_card(), name="m", summary="s", oracle="CHGNet, NOT DFT", elements=["Mo"],
+                defects=["V_S"], config={}, parameters=1,
+                data={"source": "d", "structures": 1, "n_train": 1, "n_val": 1,
+                      "n_test": 1, "excluded": []},
+                training={"epochs": 1, "wall_time_s": 60.0, "best_val_mae": 0.1,
+                          "hardware": "cpu", "recipe": {}})
+    card["test"]["overall"] = {**card["test"]["overall"], "model": {"mae": 0.1},
+                               "dummy": {"mae": 0.2}}
+    for g in card["test"]["groups"].values():
+        g["model"], g["dummy"] = {"mae": 0.1}, {"mae": 0.2}
+    card["scalability_holdout"]["overall"].update(model={"mae": 0.1}, dummy={"mae": 0.2})
+    text = card_readme(card)
+    assert "## Against the targets" in text and text.count("**missed**") == 4
