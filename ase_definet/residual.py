@@ -209,6 +209,7 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
         records = [r for r in slots if r is not None]
         return {**meta, "n": len(records),
                 "summary": {fmax_key(f): summarize_threshold(records, f) for f in targets},
+                "by_density": summarize_by_density(records, targets),
                 "per_structure": records}
 
     if workers > 0 and tasks:
@@ -260,6 +261,20 @@ def summarize_threshold(records: Sequence[dict], fmax: float) -> dict:
         "dE_meV_max": float(de[both].max()) if both.any() else float("nan"),
         "dE_meV_median": _median(de[both]),
     }
+
+
+def summarize_by_density(records: Sequence[dict], fmax: Sequence[float]) -> dict:
+    """:func:`summarize_threshold` per density (``low``, ``high``), with ``n``.
+
+    Low- and high-density structures behave differently: many defects make a
+    rugged energy landscape where two starting points can reach different minima.
+    """
+    out: dict[str, dict] = {}
+    for density in sorted({r["group"].split("/")[-1] for r in records}):
+        rs = [r for r in records if r["group"].split("/")[-1] == density]
+        out[density] = {"n": len(rs), **{fmax_key(f): summarize_threshold(rs, f)
+                                         for f in fmax}}
+    return out
 
 
 def _median(x: np.ndarray) -> float:

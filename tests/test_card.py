@@ -19,6 +19,8 @@ def _card() -> dict:
         "residual_steps": {"0.05": {"reduction_pct": 90.0, "dE_meV_max": 4.0},
                            "0.01": {"reduction_pct": 90.0, "dE_meV_max": 6.0}},
         "residual_steps_n": 20,
+        "residual_steps_by_density": {
+            "low": {"n": 12, "0.01": {"reduction_pct": 86.0, "dE_meV_max": 2.0}}},
     }
 
 
@@ -32,6 +34,9 @@ def test_targets_table_verdicts():
     assert rows["MoS2 12×12, never trained on"].endswith("**missed** |")
     assert rows["residual steps to fmax 0.05 eV/Å"].endswith("| met |")
     assert rows["residual steps to fmax 0.01 eV/Å"].endswith("**missed** |")
+    low = rows["residual steps to fmax 0.01 eV/Å, low density"]
+    assert low.startswith("| residual steps to fmax 0.01 eV/Å, low density | 12 |")
+    assert low.endswith("| met |")
     # low density rows first, and every row names its own target
     assert list(rows)[:2] == ["MoS2/low", "WSe2/low"]
     assert f"≥ {TARGETS['low']:.0f} %" in rows["MoS2/low"]

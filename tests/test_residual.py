@@ -153,3 +153,21 @@ def test_worker_processes_give_the_same_report(samples):
     with pytest.raises(ValueError, match="factory"):
         residual_study(TruePredictor(samples), samples, calculator=EMT(), workers=2,
                        progress=False)
+
+
+def test_summary_by_density_on_hand_built_records():
+    from ase_definet.residual import summarize_by_density
+
+    def rec(group, steps_u, steps_p, e_u, e_p):
+        side = lambda s, e: {"0.01": {"steps": s, "converged": True, "energy": e}}  # noqa: E731
+        return {"group": group, "unrelaxed": side(steps_u, e_u),
+                "predicted": side(steps_p, e_p)}
+
+    records = [rec("MoS2/low", 40, 4, -1.0, -1.001), rec("WSe2/low", 20, 4, -2.0, -2.0),
+               rec("BP/high", 100, 90, -3.0, -3.5)]
+    out = summarize_by_density(records, [0.01])
+    assert set(out) == {"low", "high"} and out["low"]["n"] == 2 and out["high"]["n"] == 1
+    low = out["low"]["0.01"]
+    assert low["median_steps_unrelaxed"] == 30 and low["median_steps_predicted"] == 4
+    assert abs(low["dE_meV_max"] - 1.0) < 1e-6
+    assert abs(out["high"]["0.01"]["dE_meV_max"] - 500.0) < 1e-6
