@@ -48,6 +48,32 @@ def test_out_of_card_structure_is_refused():
         DefiNetRelaxer(atoms, host=host, logfile=None).run()
 
 
+def test_shipped_model_reproduces_its_per_structure_test_report():
+    """CI-sized version of the check below: four test structures of the card's run."""
+    from ase_definet.evaluate import evaluate
+    from ase_definet.inference import Predictor
+    from ase_definet.train import load_samples
+    name = default_model_name()
+    card = registry()[name]["card"]
+    report = json.loads((ROOT / card["data"]["split"]).with_name("test.json").read_text())
+    # one structure of each of four groups, so both densities are covered
+    picked = {}
+    for rec in report["per_structure"]:
+        picked.setdefault(rec["group"], rec)
+    by_density = sorted(picked.values(), key=lambda r: (r["density"], r["group"]))
+    picked = ([r for r in by_density if r["density"] == "low"][:2]
+              + [r for r in by_density if r["density"] == "high"][:2])
+    ids = {r["id"] for r in picked}
+    samples = [s for s in load_samples(WEIGHTS / "data" / "chgnet-2dmd").samples
+               if s.info["id"] in ids]
+    assert len(samples) == 4
+    got = {r["id"]: r for r in evaluate(Predictor(name), samples, progress=False)["per_structure"]}
+    for rec in picked:
+        for key in ("mae", "a3"):
+            assert abs(got[rec["id"]]["model"][key] - rec["model"][key]) < 1e-6
+            assert abs(got[rec["id"]]["dummy"][key] - rec["dummy"][key]) < 1e-9
+
+
 @pytest.mark.slow
 def test_card_test_metrics_reproduce():
     """Re-evaluating the shipped model on its test split gives the card's numbers."""
