@@ -201,7 +201,7 @@ def card_readme(card: dict) -> str:
     lines = [
         f"# Shipped weights: `{card['name']}`", "",
         card["summary"] + ".", "",
-        f"**Labels: {card['oracle']}**", "",
+        f"**{card['oracle']}**", "",
         "## Scope",
         f"- elements: {', '.join(card['elements'])}",
         f"- defect types (V_X vacancy of X, Y_X = Y on an X site): "
@@ -231,6 +231,15 @@ def card_readme(card: dict) -> str:
         targets_markdown(card), "",
     ]
     return "\n".join(lines)
+
+
+def card_text(card: dict) -> str:
+    """A card as readable text: :func:`card_readme` when the card has all its
+    sections (a card from :func:`build_card`), else its JSON."""
+    try:
+        return card_readme(card)
+    except (KeyError, TypeError, ValueError):
+        return json.dumps(card, indent=2)
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -144,6 +145,7 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_models(args) -> int:
+    from .card import card_text
     from .weights import package_model, registry
     if args.add:
         if not args.name or not args.card:
@@ -160,8 +162,10 @@ def _cmd_models(args) -> int:
     for name, entry in reg.items():
         flag = " (default)" if entry.get("default") else ""
         print(f"{name}{flag}\n  file: {entry['path']}\n  sha256: {entry['sha256']}")
-        if args.verbose:
-            print("  card: " + json.dumps(entry.get("card", {}), indent=2).replace("\n", "\n  "))
+        if args.json:
+            print(json.dumps(entry.get("card", {}), indent=2))
+        elif args.verbose:
+            print(card_text(entry.get("card", {})))
         else:
             card = entry.get("card", {})
             for key in ("summary", "elements", "defects", "oracle"):
@@ -282,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_cmd_plot)
 
     m = sub.add_parser("models", help="list shipped models and their cards")
-    m.add_argument("-v", "--verbose", action="store_true", help="print whole cards")
+    m.add_argument("-v", "--verbose", action="store_true",
+                   help="print whole cards as text (metrics and the targets they meet or miss)")
+    m.add_argument("--json", action="store_true", help="print whole cards as JSON")
     m.add_argument("--add", default=None, metavar="CHECKPOINT",
                    help="ship a trained checkpoint (with --name and --card)")
     m.add_argument("--name", default=None)
@@ -305,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (``definet models -v | head``): not an error; point
+        # stdout at devnull so the interpreter's final flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError, UnknownFileTypeError) as err:
         # Bad input is a message and exit code 2, never a traceback.
         print(f"definet {args.command}: error: {err}", file=sys.stderr)

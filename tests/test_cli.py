@@ -75,6 +75,10 @@ def test_evaluate_plot_models_and_errors(tmp_path, emt_store, capsys, monkeypatc
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     assert "tiny (default)" in listing and "sha256" in listing
+    # a card without the full sections prints as JSON, with -v and with --json
+    for flag in ("-v", "--json"):
+        assert main(["models", flag]) == 0
+        assert '"elements": [' in capsys.readouterr().out
     # a bad input is a clean error with exit code 2, not a traceback
     assert main(["relax", str(tmp_path / "card.json"), "--host", "MoS2", "--model", str(ckpt),
                  "-o", str(tmp_path / "x.extxyz"), "--quiet"]) != 0
@@ -86,3 +90,17 @@ def test_console_script_help():
     assert out.returncode == 0
     for cmd in ("relax", "generate", "train", "evaluate", "residual", "plot", "models"):
         assert cmd in out.stdout
+
+
+def test_closed_output_pipe_is_not_an_error(tmp_path, emt_store):
+    """`definet ... | head`: the reader closing early ends the command quietly."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "ase_definet.cli", "evaluate", "--model",
+                             str(_checkpoint(tmp_path / "m.pt")), "--data", str(emt_store),
+                             "--quiet", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()                 # before the command has written anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err

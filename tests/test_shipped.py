@@ -28,6 +28,13 @@ def test_registry_hash_and_card():
         assert key in card["test"]["overall"]["model"]
 
 
+def test_models_verbose_prints_the_card_with_its_targets(capsys):
+    from ase_definet.cli import main
+    assert main(["models", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT DFT" in out and "## Against the targets" in out and "MoS2/low" in out
+
+
 def test_default_weights_prerelax_example_structures():
     from ase.io import read
     for atoms in read(ROOT / "examples" / "data" / "MoS2_defects.extxyz", ":"):
