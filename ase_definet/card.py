@@ -14,6 +14,8 @@ import json
 import platform
 from pathlib import Path
 
+from .data.sample import density_of
+
 
 ORACLE_NOTE = (
     "Labels are CHGNet 0.3.0 relaxations (FIRE, fixed cell, fmax 0.01 eV/Å, host "
@@ -35,8 +37,16 @@ def _with_history(log: dict, init: dict | None) -> dict:
     if not init:
         return log
     parent = init.get("training") or {}
-    total = lambda k: round(log[k] + parent.get(f"total_{k}", parent.get(k) or 0), 1)  # noqa: E731
-    return dict(log, initialised_from=init, total_epochs=int(total("epochs")),
+
+    def total(key: str) -> float | None:
+        # None where the parent did not record it (a plain training checkpoint
+        # has no wall time): an unknown total, not a smaller one
+        before = parent.get(f"total_{key}", parent.get(key))
+        return None if before is None else round(log[key] + before, 1)
+
+    epochs = total("epochs")
+    return dict(log, initialised_from=init,
+                total_epochs=None if epochs is None else int(epochs),
                 total_wall_time_s=total("wall_time_s"))
 
 
@@ -78,8 +88,7 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
         from .residual import summarize_by_density
         card["residual_steps"] = residual_report.get("summary")
         card["residual_steps_by_density"] = summarize_by_density(
-            residual_report.get("per_structure", []),
-            [float(k) for k in residual_report.get("summary", {})])
+            residual_report.get("per_structure", []), residual_report.get("fmax", []))
         card["residual_steps_n"] = len(residual_report.get("per_structure", []))
         card["residual_calculator"] = residual_report.get("calculator", "chgnet")
     return card
@@ -132,8 +141,8 @@ def targets_markdown(card: dict) -> str:
                      f"| ≥ {target:.0f} % | {_verdict(ok)} |")
 
     for g, block in sorted(card["test"]["groups"].items(),
-                           key=lambda kv: (kv[0].split("/")[1] != "low", kv[0])):
-        density = g.split("/")[-1]
+                           key=lambda kv: (density_of(kv[0]) != "low", kv[0])):
+        density = density_of(g)
         if density in TARGETS:
             row(g, block, TARGETS[density])
     if "scalability_holdout" in card:
@@ -187,11 +196,13 @@ def _history_lines(t: dict) -> list[str]:
     if not init:
         return []
     parent = init.get("training") or {}
+    minutes = lambda s: "?" if s is None else f"{s / 60:.0f}"  # noqa: E731
+    epochs = lambda n: "?" if n is None else f"{n:.0f}"  # noqa: E731
     return [f"- started from the weights of `{init['checkpoint']}` (sha256 "
-            f"`{init['sha256'][:12]}…`; {parent.get('epochs', '?')} epochs, "
-            f"{(parent.get('wall_time_s') or 0) / 60:.0f} min), with its test split kept; "
-            f"in total {t['total_epochs']} epochs, {t['total_wall_time_s'] / 60:.0f} min "
-            "of training"]
+            f"`{init['sha256'][:12]}…`; {epochs(parent.get('epochs'))} epochs, "
+            f"{minutes(parent.get('wall_time_s'))} min), with its test split kept; "
+            f"in total {epochs(t['total_epochs'])} epochs, "
+            f"{minutes(t['total_wall_time_s'])} min of training"]
 
 
 def card_readme(card: dict) -> str:

@@ -269,9 +269,10 @@ def summarize_by_density(records: Sequence[dict], fmax: Sequence[float]) -> dict
     Low- and high-density structures behave differently: many defects make a
     rugged energy landscape where two starting points can reach different minima.
     """
+    from .data.sample import density_of
     out: dict[str, dict] = {}
-    for density in sorted({r["group"].split("/")[-1] for r in records}):
-        rs = [r for r in records if r["group"].split("/")[-1] == density]
+    for density in sorted({density_of(r["group"]) for r in records}):
+        rs = [r for r in records if density_of(r["group"]) == density]
         out[density] = {"n": len(rs), **{fmax_key(f): summarize_threshold(rs, f)
                                          for f in fmax}}
     return out

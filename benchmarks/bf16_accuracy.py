@@ -51,7 +51,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from ase_definet import DefiNet
     from ase_definet.data.splits import apply_split
-    from ase_definet.evaluate import evaluate
+    from ase_definet.evaluate import evaluate_predictions
     from ase_definet.inference import Predictor
     from ase_definet.train import load_samples
     from ase_definet.weights import default_model_name
@@ -67,9 +67,8 @@ def main() -> None:
     rows, preds = [], {}
     for bf16 in (False, True):
         with _autocast(bf16):
-            report = evaluate(shipped, test, progress=False)
             preds[bf16] = shipped.predict([s.atoms for s in test], [s.host for s in test])
-        m = report["overall"]["model"]
+        m = evaluate_predictions(test, preds[bf16])["overall"]["model"]
         rows.append((("bf16" if bf16 else "fp32"), equivariance_error(shipped, bf16),
                      equivariance_error(paper, bf16), m["mae"], m["a3"]))
     diff = np.concatenate([np.abs(a.positions - b.positions).ravel()

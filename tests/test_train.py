@@ -134,3 +134,12 @@ def test_init_from_a_trained_model(emt_store, tmp_path):
     total = _with_history({"epochs": 2, "wall_time_s": 10.0, "best_val_mae": 0.1},
                           {"training": {"epochs": 3, "wall_time_s": 5.0}})
     assert total["total_epochs"] == 5 and total["total_wall_time_s"] == 15.0
+    # a parent without a recorded wall time (a plain training checkpoint): the
+    # total is unknown, not this run's time alone
+    from ase_definet.card import _history_lines
+    unknown = _with_history({"epochs": 2, "wall_time_s": 10.0, "best_val_mae": 0.1},
+                            {"checkpoint": "p.pt", "sha256": "0" * 64,
+                             "training": {"epochs": 3, "best_val_mae": 0.2}})
+    assert unknown["total_epochs"] == 5 and unknown["total_wall_time_s"] is None
+    assert "3 epochs, ? min" in _history_lines(unknown)[0]
+    assert "in total 5 epochs, ? min of training" in _history_lines(unknown)[0]

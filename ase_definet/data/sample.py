@@ -19,6 +19,11 @@ def unwrap_relaxed(unrelaxed: Atoms, relaxed_positions: np.ndarray) -> np.ndarra
                                unrelaxed.cell.array, unrelaxed.pbc)
 
 
+def density_of(group: str) -> str:
+    """The density part of a ``material/density`` group (:attr:`Sample.group`)."""
+    return group.rpartition("/")[2]
+
+
 @dataclass
 class Sample:
     """An unrelaxed defect structure with its relaxed positions and host.
