@@ -27,9 +27,12 @@ ORACLE_NOTE = (
 
 def _training_log(run: Path) -> dict:
     rows = list(csv.DictReader(open(run / "metrics.csv")))
+    # the best epoch is the one the score selected (logs before ``balance`` have
+    # no val_score column and selected on the MAE)
+    best = min(rows, key=lambda r: float(r.get("val_score") or r["val_mae"]))
     return {"epochs": len(rows),
             "wall_time_s": round(sum(float(r["time"]) for r in rows), 1),
-            "best_val_mae": min(float(r["val_mae"]) for r in rows)}
+            "best_epoch": int(best["epoch"]), "best_val_mae": float(best["val_mae"])}
 
 
 def _with_history(log: dict, init: dict | None) -> dict:
@@ -149,12 +152,10 @@ def targets_markdown(card: dict) -> str:
         row("MoS2 12×12, never trained on", card["scalability_holdout"]["overall"],
             TARGETS["holdout"])
     sets = [("", card.get("residual_steps") or {}, card.get("residual_steps_n", ""))]
-    sets += [(f", {d} density", r, r.get("n", ""))
+    sets += [(f", {d} density", r["summary"], r["n"])
              for d, r in (card.get("residual_steps_by_density") or {}).items()]
     for label, summary, n in sets:
         for fmax, r in summary.items():
-            if not isinstance(r, dict):
-                continue
             red, de = r.get("reduction_pct"), r.get("dE_meV_max")
             ok = (red is not None and red >= TARGETS["residual"] and de is not None
                   and de <= TARGETS["dE_meV"])
@@ -228,7 +229,8 @@ def card_readme(card: dict) -> str:
         f"- left out of training entirely: {', '.join(d['excluded']) or 'nothing'}", "",
         "## Training",
         f"- {t['epochs']} epochs, {t['wall_time_s'] / 60:.0f} min on {t['hardware']}; "
-        f"best validation MAE {t['best_val_mae']:.4f} Å",
+        f"best validation MAE {t['best_val_mae']:.4f} Å"
+        + (f" (epoch {t['best_epoch']})" if "best_epoch" in t else ""),
         *_history_lines(t),
         f"- recipe: `{json.dumps({k: v for k, v in (t.get('recipe') or {}).items() if k != 'model'})}`",
         "- reproduce: `bash weights/build.sh` (data: `weights/data/chgnet-2dmd/recipe.sh`)", "",

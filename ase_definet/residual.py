@@ -264,7 +264,7 @@ def summarize_threshold(records: Sequence[dict], fmax: float) -> dict:
 
 
 def summarize_by_density(records: Sequence[dict], fmax: Sequence[float]) -> dict:
-    """:func:`summarize_threshold` per density (``low``, ``high``), with ``n``.
+    """:func:`summarize_threshold` per density: ``{density: {"n": .., "summary": {fmax: ..}}}``.
 
     Low- and high-density structures behave differently: many defects make a
     rugged energy landscape where two starting points can reach different minima.
@@ -273,8 +273,8 @@ def summarize_by_density(records: Sequence[dict], fmax: Sequence[float]) -> dict
     out: dict[str, dict] = {}
     for density in sorted({density_of(r["group"]) for r in records}):
         rs = [r for r in records if density_of(r["group"]) == density]
-        out[density] = {"n": len(rs), **{fmax_key(f): summarize_threshold(rs, f)
-                                         for f in fmax}}
+        out[density] = {"n": len(rs),
+                        "summary": {fmax_key(f): summarize_threshold(rs, f) for f in fmax}}
     return out
 
 

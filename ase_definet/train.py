@@ -54,7 +54,17 @@ class TrainConfig:
     deterministic: bool = False
     amp: bool = False
     max_time: float | None = None
+    #: ``"none"``: the loss is the per-structure error in Å, so structures that move
+    #: most (high density) dominate it. ``"group"``: each structure's error is
+    #: divided by the Dummy MAE of its material/density group (mean over that
+    #: group's training structures), so every group counts by its error relative
+    #: to the Dummy: the quantity the model card's targets are stated in. The
+    #: validation score that selects the best epoch is scaled the same way.
+    balance: str = "none"
     extra: dict = field(default_factory=dict)
+
+
+BALANCE = ("none", "group")
 
 
 @dataclass
@@ -65,6 +75,7 @@ class Encoded:
     target: torch.Tensor
     real: torch.Tensor
     id: str
+    group: str = ""
 
 
 def encode(samples, config) -> list[Encoded]:
@@ -77,8 +88,28 @@ def encode(samples, config) -> list[Encoded]:
                         cfg.max_neighbors)
         target = torch.zeros((len(m.markers), 3), dtype=torch.float32)
         target[:len(s.atoms)] = torch.as_tensor(s.displacement, dtype=torch.float32)
-        out.append(Encoded(g, target, g.real, str(s.info.get("id", len(out)))))
+        out.append(Encoded(g, target, g.real, str(s.info.get("id", len(out))), s.group))
     return out
+
+
+def dummy_mae(item: Encoded) -> float:
+    """Coordinate MAE of the Dummy (zero displacement) on one structure, in Å."""
+    w = item.real.to(item.target.dtype)
+    return float((item.target.abs().mean(dim=-1) * w).sum() / w.sum().clamp_min(1.0))
+
+
+def group_scales(items: list[Encoded], floor: float = 1e-3) -> dict[str, float]:
+    """Mean Dummy MAE per group, and under ``""`` over all items (for unseen groups).
+
+    ``floor`` (Å) bounds the weight of a group whose structures barely move, so a
+    group of near-zero displacements cannot take over the loss.
+    """
+    by: dict[str, list[float]] = {}
+    for e in items:
+        by.setdefault(e.group, []).append(dummy_mae(e))
+    scales = {g: max(float(np.mean(v)), floor) for g, v in by.items()}
+    scales[""] = max(float(np.mean([dummy_mae(e) for e in items])), floor) if items else 1.0
+    return scales
 
 
 def _batch(items: list[Encoded], device):
@@ -154,6 +185,12 @@ class Trainer:
         self.meta = dict(meta or {})
         self.progress = progress
         self.rank, self.world = _dist_info()
+        if config.balance not in BALANCE:
+            raise ValueError(f"balance={config.balance!r}; expected one of {BALANCE}")
+        # fixed at the start from the training set, so a resumed run scales alike
+        self.scales = group_scales(train) if config.balance == "group" else None
+        if self.scales:
+            self.meta["balance_scales"] = {g: round(v, 6) for g, v in self.scales.items()}
         self.generator = _seed_all(config.seed)
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -167,7 +204,8 @@ class Trainer:
             patience=config.plateau_patience, min_lr=config.min_lr)
         self.ema = EMA(self.model, config.ema_decay)
         self.epoch = 0
-        self.best = math.inf
+        self.best = math.inf      # best validation score (what selects best.pt)
+        self.best_mae = math.inf  # validation MAE (Å) of that epoch
         self.stale = 0
         self.history: list[dict] = []
 
@@ -177,13 +215,15 @@ class Trainer:
             "model": self.model.state_dict(), "ema": self.ema.shadow.state_dict(),
             "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
-            "epoch": self.epoch, "best": self.best, "stale": self.stale,
+            "epoch": self.epoch, "best": self.best, "best_mae": self.best_mae,
+            "stale": self.stale,
             "train_config": json.loads(json.dumps(asdict(self.cfg)))}}
 
     def save(self, name: str) -> None:
         if self.rank != 0:
             return
-        meta = dict(self.meta, epoch=self.epoch, best_val_mae=self.best,
+        meta = dict(self.meta, epoch=self.epoch, best_val_mae=self.best_mae,
+                    best_val_score=self.best,
                     train_config=asdict(self.cfg), threads=torch.get_num_threads(),
                     world_size=self.world, device=str(self.device))
         save_checkpoint(self.out / name, self.ema.shadow, meta=meta, extra=self._state())
@@ -229,6 +269,7 @@ class Trainer:
         torch.set_rng_state(st["torch_rng"])
         self.generator.set_state(st["generator"])
         self.epoch, self.best, self.stale = st["epoch"], st["best"], st["stale"]
+        self.best_mae = st.get("best_mae", self.best)  # older runs selected on the MAE
         log = self.out / "metrics.csv"
         if log.exists():
             with open(log) as fh:
@@ -239,6 +280,13 @@ class Trainer:
     # ------------------------------------------------------------ loops
     def _shard(self, idx: list[int]) -> list[int]:
         return idx[self.rank::self.world]
+
+    def _weights(self, items: list[Encoded]) -> torch.Tensor:
+        """Per-structure factor of the loss and of the validation score."""
+        if self.scales is None:
+            return torch.ones(len(items), device=self.device)
+        return torch.tensor([1.0 / self.scales.get(e.group, self.scales[""]) for e in items],
+                            device=self.device)
 
     def train_epoch(self) -> float:
         self.ddp.train()
@@ -257,6 +305,7 @@ class Trainer:
                 pred = self.ddp(g.numbers, g.markers, g.edge_src, g.edge_dst,
                                 g.edge_vec, g.batch, g.n_graphs)
             per, _ = structure_losses(pred.float(), target, real, g.batch, g.n_graphs)
+            per = per * self._weights(mine)
             # sum over my structures / global batch: DDP's gradient average over
             # ranks then equals the single-process mean over the global batch.
             loss = per.sum() * self.world / len(glob)
@@ -274,11 +323,13 @@ class Trainer:
         return self._allreduce(total, count)
 
     @torch.no_grad()
-    def validate(self, model: nn.Module | None = None) -> float:
-        """Mean per-structure coordinate MAE of the EMA model on the validation set."""
+    def validate(self, model: nn.Module | None = None) -> tuple[float, float]:
+        """Mean per-structure coordinate MAE (Å) of the EMA model on the validation
+        set, and the score that selects the best epoch (the MAE scaled as
+        ``balance`` says; equal to the MAE with ``balance="none"``)."""
         model = model or self.ema.shadow
         model.eval()
-        total, count = 0.0, 0
+        total, scored, count = 0.0, 0.0, 0
         idx = self._shard(list(range(len(self.val_set))))
         for start in range(0, len(idx), self.cfg.batch_size):
             items = [self.val_set[i] for i in idx[start:start + self.cfg.batch_size]]
@@ -287,8 +338,9 @@ class Trainer:
                          g.batch, g.n_graphs)
             _, mae = structure_losses(pred.float(), target, real, g.batch, g.n_graphs)
             total += float(mae.sum())
+            scored += float((mae * self._weights(items)).sum())
             count += len(items)
-        return self._allreduce(total, count)
+        return self._allreduce(total, count), self._allreduce(scored, count)
 
     def _allreduce(self, total: float, count: int) -> float:
         if self.world > 1:
@@ -302,7 +354,7 @@ class Trainer:
             return
         with open(self.out / "metrics.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=["epoch", "train_loss", "val_mae",
-                                               "lr", "time"])
+                                               "val_score", "lr", "time"])
             w.writeheader()
             w.writerows(self.history)
 
@@ -319,14 +371,15 @@ class Trainer:
         while self.epoch < self.cfg.epochs:
             t0 = time.time()
             loss = self.train_epoch()
-            val = self.validate()
+            mae, val = self.validate()
             self.sched.step(val)
             self.epoch += 1
             improved = val < self.best
-            self.best = min(self.best, val)
+            if improved:
+                self.best, self.best_mae = val, mae
             self.stale = 0 if improved else self.stale + 1
             self.history.append({"epoch": self.epoch, "train_loss": f"{loss:.6f}",
-                                 "val_mae": f"{val:.6f}",
+                                 "val_mae": f"{mae:.6f}", "val_score": f"{val:.6f}",
                                  "lr": f"{self.opt.param_groups[0]['lr']:.3e}",
                                  "time": f"{time.time() - t0:.2f}"})
             self._rewrite_log()
@@ -334,7 +387,7 @@ class Trainer:
                 self.save("best.pt")
             self.save("last.pt")
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}", best=f"{self.best:.4f}")
+            bar.set_postfix(loss=f"{loss:.4f}", val=f"{mae:.4f}", best=f"{self.best_mae:.4f}")
             if self.stale >= self.cfg.early_stop:
                 stopped = "early stopping"
                 break
@@ -342,7 +395,8 @@ class Trainer:
                 stopped = "max_time"
                 break
         bar.close()
-        return {"epochs": self.epoch, "best_val_mae": self.best, "stopped": stopped,
+        return {"epochs": self.epoch, "best_val_mae": self.best_mae,
+                "best_val_score": self.best, "balance": self.cfg.balance, "stopped": stopped,
                 "wall_time": round(time.time() - t_start, 1)}
 
 

@@ -20,7 +20,7 @@ def _card() -> dict:
                            "0.01": {"reduction_pct": 90.0, "dE_meV_max": 6.0}},
         "residual_steps_n": 20,
         "residual_steps_by_density": {
-            "low": {"n": 12, "0.01": {"reduction_pct": 86.0, "dE_meV_max": 2.0}}},
+            "low": {"n": 12, "summary": {"0.01": {"reduction_pct": 86.0, "dE_meV_max": 2.0}}}},
     }
 
 

@@ -167,7 +167,7 @@ def test_summary_by_density_on_hand_built_records():
                rec("BP/high", 100, 90, -3.0, -3.5)]
     out = summarize_by_density(records, [0.01])
     assert set(out) == {"low", "high"} and out["low"]["n"] == 2 and out["high"]["n"] == 1
-    low = out["low"]["0.01"]
+    low = out["low"]["summary"]["0.01"]
     assert low["median_steps_unrelaxed"] == 30 and low["median_steps_predicted"] == 4
     assert abs(low["dE_meV_max"] - 1.0) < 1e-6
-    assert abs(out["high"]["0.01"]["dE_meV_max"] - 500.0) < 1e-6
+    assert abs(out["high"]["summary"]["0.01"]["dE_meV_max"] - 500.0) < 1e-6

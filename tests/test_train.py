@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -143,3 +144,58 @@ def test_init_from_a_trained_model(emt_store, tmp_path):
     assert unknown["total_epochs"] == 5 and unknown["total_wall_time_s"] is None
     assert "3 epochs, ? min" in _history_lines(unknown)[0]
     assert "in total 5 epochs, ? min of training" in _history_lines(unknown)[0]
+
+
+class _ZeroModel:
+    """Predicts no displacement: the Dummy, as a model for ``Trainer.validate``."""
+
+    def eval(self):
+        return self
+
+    def __call__(self, numbers, *args):
+        import torch
+        return torch.zeros((len(numbers), 3))
+
+
+def test_group_balance_scores_every_groups_dummy_as_one(emt_store, tmp_path):
+    """balance="group": each group's error counts relative to its own Dummy error."""
+    import pytest
+    from ase_definet.train import Trainer, dummy_mae, encode, load_samples
+    items = encode(load_samples(emt_store).samples[:8], SMALL)
+    base = items[0].group
+    small, rest = (sum(dummy_mae(e) for e in part) / 4 for part in (items[:4], items[4:]))
+    for e in items[4:]:                 # a second group that moves 10× more
+        e.group, e.target = "Big/high", e.target * 10
+    balanced = Trainer(items, items, tmp_path / "b", TrainConfig(model=SMALL, balance="group"))
+    assert balanced.scales[base] == pytest.approx(small, rel=1e-5)
+    assert balanced.scales["Big/high"] == pytest.approx(10 * rest, rel=1e-5)
+    mae, score = balanced.validate(_ZeroModel())
+    assert mae == pytest.approx(sum(dummy_mae(e) for e in items) / 8, rel=1e-5)
+    assert score == pytest.approx(1.0, rel=1e-5)    # validation set == training set
+    plain = Trainer(items, items, tmp_path / "p", TrainConfig(model=SMALL))
+    assert plain.scales is None and plain.validate(_ZeroModel()) == (mae, mae)
+    # a group the training set lacks is scaled by the mean over all structures
+    unseen = [dataclasses.replace(items[0], group="New/low")]
+    _, s_unseen = Trainer(items, unseen, tmp_path / "u",
+                          TrainConfig(model=SMALL, balance="group")).validate(_ZeroModel())
+    assert s_unseen == pytest.approx(dummy_mae(items[0]) / balanced.scales[""], rel=1e-5)
+    with pytest.raises(ValueError, match="balance='atoms'"):
+        Trainer(items, items, tmp_path / "x", TrainConfig(model=SMALL, balance="atoms"))
+
+
+def test_balanced_run_logs_and_selects_on_the_score(emt_store, tmp_path):
+    from ase_definet.card import _training_log
+    from ase_definet.weights import read_checkpoint
+    cfg = TrainConfig(model=SMALL, lr=3e-3, batch_size=4, epochs=3, ema_decay=0.9,
+                      early_stop=100, balance="group")
+    summary = run_training(emt_store, tmp_path / "run", cfg, progress=False)
+    rows = _rows(tmp_path / "run")
+    best = min(rows, key=lambda r: float(r["val_score"]))
+    assert summary["balance"] == "group"
+    assert abs(summary["best_val_score"] - float(best["val_score"])) < 1e-6
+    log = _training_log(tmp_path / "run")
+    assert log["best_epoch"] == int(best["epoch"])
+    assert log["best_val_mae"] == float(best["val_mae"])
+    meta = read_checkpoint(tmp_path / "run" / "best.pt")["meta"]
+    assert meta["epoch"] == int(best["epoch"]) and set(meta["balance_scales"]) >= {""}
+    assert abs(meta["best_val_mae"] - float(best["val_mae"])) < 1e-6

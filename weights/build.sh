@@ -16,7 +16,7 @@ OUTW=${OUTW:-weights}
 T=${THREADS:-2}
 definet train --threads "$T" --data "$DATA" --out "$RUN" --exclude supercell=12x12 \
   --config "${CONFIG:-default}" --lr "${LR:-1.5e-3}" --batch-size "${BATCH:-2}" --epochs "${EPOCHS:-400}" --ema-decay 0.99 \
-  --early-stop 30 --max-time "${MAX_TIME:-2400}" --quiet \
+  --early-stop 30 --max-time "${MAX_TIME:-2400}" --balance "${BALANCE:-none}" --quiet \
   ${INIT:+--init "$INIT"} ${SPLIT:+--split-file "$SPLIT" --unassigned split}
 ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --quiet "$@"; }
 ev --split-file "$RUN/split.json" --subset test --json "$RUN/test.json"
