@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train, evaluate and ship the default weights from the committed CHGNet data set.
 # Resumable: rerunning continues the run in $RUN from its last.pt.
-#   bash weights/build.sh            (MAX_TIME=seconds of training, N_RESIDUAL=structures)
+#   bash weights/build.sh            (MAX_TIME=seconds of training, N_RESIDUAL=structures,
+#                                     BALANCE=none|group: see `definet train --balance`)
 # Batch 2 / lr 1.5e-3: in a 7-minute, one-thread A/B on the same split it reached a
 # validation loss 17 % lower than batch 8 / lr 3e-3 (more optimizer steps per
 # CPU-second; batch 1 / lr 1e-3 was as good, batch 2 / lr 3e-3 as bad as batch 8).
@@ -18,6 +19,7 @@ definet train --threads "$T" --data "$DATA" --out "$RUN" --exclude supercell=12x
   --config "${CONFIG:-default}" --lr "${LR:-1.5e-3}" --batch-size "${BATCH:-2}" --epochs "${EPOCHS:-400}" --ema-decay 0.99 \
   --early-stop 30 --max-time "${MAX_TIME:-2400}" --balance "${BALANCE:-none}" --quiet \
   ${INIT:+--init "$INIT"} ${SPLIT:+--split-file "$SPLIT" --unassigned split}
+[ -n "${TRAIN_ONLY:-}" ] && exit 0   # (benchmarks/balance_ab.sh: training runs side by side)
 ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --quiet "$@"; }
 ev --split-file "$RUN/split.json" --subset test --json "$RUN/test.json"
 HOLD=()
