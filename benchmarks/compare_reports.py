@@ -26,12 +26,13 @@ def main(argv: list[str]) -> int:
     print(f"| group | n | {head} |")
     print("|---|---|" + "---|---|" * len(reports))
     for g in groups:
-        cells, n = [], ""
+        cells, ns = [], []
         for r in reports.values():
-            block = r["groups"].get(g)
-            n = block["n"] if block else n
-            imp = block["improvement"] if block else {}
+            block = r["groups"].get(g) or {}
+            ns.append(str(block.get("n", 0)))
+            imp = block.get("improvement", {})
             cells.append(f"{imp.get('mae', float('nan')):.1f} | {imp.get('a3', float('nan')):.1f}")
+        n = ns[0] if len(set(ns)) == 1 else "/".join(ns)   # reports on different sets
         print(f"| {g} | {n} | {' | '.join(cells)} |")
     means, met = [], []
     for r in reports.values():

@@ -29,6 +29,11 @@ def test_table_means_and_targets(tmp_path):
     assert "| 80.5 | 77.5 | 76.0 | 77.5 |" in rows["mean over groups"]
     # a: MoS2/low meets 85 %, BP/high misses 70 % on A3; b: only BP/high meets
     assert "1 of 2 |  | 1 of 2" in rows["groups at target"]
+    b["groups"]["BP/high"]["n"] = 5                             # another test set
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    out = subprocess.run([sys.executable, "benchmarks/compare_reports.py", *paths], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert "| BP/high | 3/5 |" in out
     bad = subprocess.run([sys.executable, "benchmarks/compare_reports.py", "x.json"],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "NAME=report.json" in bad.stdout

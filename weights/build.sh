@@ -2,7 +2,8 @@
 # Train, evaluate and ship the default weights from the committed CHGNet data set.
 # Resumable: rerunning continues the run in $RUN from its last.pt.
 #   bash weights/build.sh            (MAX_TIME=seconds of training, N_RESIDUAL=structures,
-#                                     BALANCE=none|group: see `definet train --balance`)
+#                                     BALANCE=group|none: see `definet train --balance`;
+#                                     group won the A/B in weights/train/balance_ab.md)
 # Batch 2 / lr 1.5e-3: in a 7-minute, one-thread A/B on the same split it reached a
 # validation loss 17 % lower than batch 8 / lr 3e-3 (more optimizer steps per
 # CPU-second; batch 1 / lr 1e-3 was as good, batch 2 / lr 3e-3 as bad as batch 8).
@@ -17,7 +18,7 @@ OUTW=${OUTW:-weights}
 T=${THREADS:-2}
 definet train --threads "$T" --data "$DATA" --out "$RUN" --exclude supercell=12x12 \
   --config "${CONFIG:-default}" --lr "${LR:-1.5e-3}" --batch-size "${BATCH:-2}" --epochs "${EPOCHS:-400}" --ema-decay 0.99 \
-  --early-stop 30 --max-time "${MAX_TIME:-2400}" --balance "${BALANCE:-none}" --quiet \
+  --early-stop 30 --max-time "${MAX_TIME:-2400}" --balance "${BALANCE:-group}" --quiet \
   ${INIT:+--init "$INIT"} ${SPLIT:+--split-file "$SPLIT" --unassigned split}
 [ -n "${TRAIN_ONLY:-}" ] && exit 0   # (benchmarks/balance_ab.sh: training runs side by side)
 ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --quiet "$@"; }

@@ -3,7 +3,8 @@
 # Every step is resumable: rerunning skips finished ids; a kill loses only the
 # structures in flight. Increments are interleaved so a partial set covers all
 # materials and concentrations; high density (the weaker groups) is grown to 50 per
-# material before low density goes from 100 to 300 per material. Usage: bash recipe.sh [WORKERS]
+# material, then to 100, before low density goes from 100 to 300 per material.
+# Usage: bash recipe.sh [WORKERS]
 set -euo pipefail
 cd "$(dirname "$0")"
 W=${1:-2}
@@ -15,5 +16,6 @@ gen --density low  --materials MoS2,WSe2 --count 100 --seed 2
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 4 --seed 1
 gen --density high --materials MoS2 --supercell 12 --count 4 --seed 3
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 10 --seed 1
-gen --density low  --materials MoS2,WSe2 --count 300 --seed 2
+# high density first (the weaker groups; 852 structures when v4 was trained), then low
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 20 --seed 1
+gen --density low  --materials MoS2,WSe2 --count 300 --seed 2
