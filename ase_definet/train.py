@@ -400,6 +400,19 @@ class Trainer:
                 "wall_time": round(time.time() - t_start, 1)}
 
 
+def _init_distributed(device) -> torch.device:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1) start the process group once (gloo on
+    CPU, NCCL on CUDA); returns this rank's device (``cuda:LOCAL_RANK`` on GPU)."""
+    device = torch.device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    return device
+
+
 def train(train_samples, val_samples, out: str | Path, config: TrainConfig | None = None,
           device="cpu", resume: bool = True, meta: dict | None = None,
           progress: bool = True, init: str | Path | None = None) -> dict:
@@ -411,14 +424,8 @@ def train(train_samples, val_samples, out: str | Path, config: TrainConfig | Non
     NCCL on CUDA) and each rank uses ``cuda:LOCAL_RANK`` when on GPU.
     """
     config = config or TrainConfig()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device(device)
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend)
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
+    device = _init_distributed(device)
+    world = _dist_info()[1]
     cfg = get_config(config.model)
     config.model = cfg.to_dict()
     trainer = Trainer(encode(train_samples, cfg), encode(val_samples, cfg), out, config,
@@ -484,6 +491,10 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
     its parent's test set. ``init``: see :func:`train`.
     """
     from .data.splits import apply_split, read_split, split_samples, write_split
+    # before the split: only rank 0 may write split.json (two ranks renaming the
+    # same temporary file raced under torchrun)
+    device = _init_distributed(device)
+    rank, world = _dist_info()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_samples(sources, host, exclude=exclude)
@@ -495,8 +506,10 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
         parts = apply_split(samples, split_file, unassigned="drop")
     else:
         parts = split_samples(samples, seed=split_seed)
-    if not split_file.exists() and _dist_info()[0] == 0:
+    if not split_file.exists() and rank == 0:
         write_split(parts, split_file, seed=split_seed)
+    if world > 1:
+        dist.barrier()   # every rank records the split file rank 0 wrote
     if not parts["train"] or not parts["val"]:
         raise ValueError(f"need training and validation samples; got "
                          f"{len(parts['train'])} train and {len(parts['val'])} val")

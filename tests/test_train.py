@@ -199,3 +199,46 @@ def test_balanced_run_logs_and_selects_on_the_score(emt_store, tmp_path):
     meta = read_checkpoint(tmp_path / "run" / "best.pt")["meta"]
     assert meta["epoch"] == int(best["epoch"]) and set(meta["balance_scales"]) >= {""}
     assert abs(meta["best_val_mae"] - float(best["val_mae"])) < 1e-6
+
+
+_RANK_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+import ase_definet.data.splits as splits
+from ase_definet.train import TrainConfig, run_training
+write = splits.write_split
+def slow_write(*a, **k):        # rank 0 writes late: rank 1 must still not write
+    import time
+    time.sleep(3)
+    return write(*a, **k)
+def refuse(*a, **k):
+    raise AssertionError("rank 1 wrote split.json")
+splits.write_split = refuse if sys.argv[3] == "1" else slow_write
+cfg = TrainConfig(model=%r, batch_size=4, epochs=1)
+run_training(sys.argv[1], sys.argv[2], cfg, progress=False)
+"""
+
+
+def test_only_rank_zero_writes_the_split_before_the_group_exists(emt_store, tmp_path):
+    """torchrun bug: ranks split before the process group was up, so both wrote
+    split.json and one crashed renaming the other's temporary file."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", _RANK_SCRIPT % ({**SMALL, "hidden": 16},),
+             str(emt_store), str(tmp_path / "run"), str(rank)],
+            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True))
+    try:
+        for p in procs[::-1]:           # rank 1 first: if it fails, rank 0 would wait
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-2000:]
+    finally:
+        for p in procs:
+            p.kill()
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["train"]
