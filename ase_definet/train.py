@@ -104,11 +104,13 @@ def group_scales(items: list[Encoded], floor: float = 1e-3) -> dict[str, float]:
     ``floor`` (Å) bounds the weight of a group whose structures barely move, so a
     group of near-zero displacements cannot take over the loss.
     """
-    by: dict[str, list[float]] = {}
+    by: dict[str, list[float]] = {"": []}
     for e in items:
-        by.setdefault(e.group, []).append(dummy_mae(e))
-    scales = {g: max(float(np.mean(v)), floor) for g, v in by.items()}
-    scales[""] = max(float(np.mean([dummy_mae(e) for e in items])), floor) if items else 1.0
+        err = dummy_mae(e)
+        by.setdefault(e.group, []).append(err)
+        by[""].append(err)
+    scales = {g: max(float(np.mean(v)), floor) for g, v in by.items() if v}
+    scales.setdefault("", 1.0)   # no training items
     return scales
 
 
