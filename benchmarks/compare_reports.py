@@ -2,9 +2,11 @@
 
     python benchmarks/compare_reports.py NAME=report.json NAME=report.json ...
 
-Reports are ``definet evaluate --json`` files. The last rows give each report's
+Reports are ``definet evaluate --json`` files: the last rows give each report's
 mean over groups (every group counts once, as the model card's targets do) and
-how many groups reach the card's targets.
+how many groups reach the card's targets. Or all are ``definet residual --json``
+files: per fmax, overall and per density, the reduction in median steps and the
+largest energy difference between the two end points.
 """
 from __future__ import annotations
 
@@ -20,6 +22,12 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip())
         return 2
     reports = {name: json.load(open(path)) for name, path in (a.split("=", 1) for a in argv)}
+    kinds = {"groups" in r for r in reports.values()}   # evaluate reports have groups
+    if len(kinds) > 1:
+        print("compare_reports: mix of evaluate and residual reports")
+        return 2
+    if kinds == {False}:
+        return _residual_table(reports)
     groups = sorted({g for r in reports.values() for g in r["groups"]}, key=group_order)
     head = " | ".join(f"{n} MAE % | {n} A3 %" for n in reports)
     print(f"| group | n | {head} |")
@@ -42,6 +50,30 @@ def main(argv: list[str]) -> int:
         met.append(f"{at} of {len(imps)} | ")
     print(f"| mean over groups | | {' | '.join(means)} |")
     print(f"| groups at target | | {' | '.join(met)} |")
+    return 0
+
+
+def _residual_table(reports: dict[str, dict]) -> int:
+    """Residual-step reports side by side: % fewer median steps, max abs(ΔE)."""
+    head = " | ".join(f"{n} steps % fewer | {n} max abs(ΔE) meV" for n in reports)
+    print(f"| set | fmax eV/Å | n | {head} |")
+    print("|---|---|---|" + "---|---|" * len(reports))
+    ids = {tuple(sorted(s["id"] for s in r["per_structure"])) for r in reports.values()}
+    scopes = [("all", None)] + [(d, d) for d in ("low", "high")
+                                if any(d in r.get("by_density", {}) for r in reports.values())]
+    for fmax in next(iter(reports.values()))["summary"]:
+        for label, density in scopes:
+            cells, ns = [], []
+            for r in reports.values():
+                block = r.get("by_density", {}).get(density, {}) if density else r
+                summary = (block.get("summary") or {}).get(fmax)
+                ns.append(str(block.get("n", 0)))
+                cells.append("nan | nan" if summary is None else
+                             f"{summary['reduction_pct']:.1f} | {summary['dE_meV_max']:.1f}")
+            n = ns[0] if len(set(ns)) == 1 else "/".join(ns)
+            print(f"| {label} | {fmax} | {n} | {' | '.join(cells)} |")
+    if len(ids) > 1:
+        print("(the reports cover different structures)")
     return 0
 
 

@@ -10,7 +10,8 @@ from conftest import ROOT
 
 def _report(groups: dict[str, tuple[float, float]]) -> dict:
     return {"groups": {g: {"n": 3, "improvement": {"mae": m, "a3": a}}
-                       for g, (m, a) in groups.items()}}
+                       for g, (m, a) in groups.items()},
+            "per_structure": [{"id": "x"}]}      # as definet evaluate writes it
 
 
 def test_table_means_and_targets(tmp_path):
@@ -37,3 +38,38 @@ def test_table_means_and_targets(tmp_path):
     bad = subprocess.run([sys.executable, "benchmarks/compare_reports.py", "x.json"],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "NAME=report.json" in bad.stdout
+
+
+def _residual(reductions: dict[str, tuple[int, float, float]], ids: list[str]) -> dict:
+    """A residual report: {scope: (n, % fewer, max dE)} for one fmax, scope '' = all."""
+    def summary(scope: str) -> dict:
+        n, pct, de = reductions[scope]
+        return {"0.05": {"reduction_pct": pct, "dE_meV_max": de}}
+    return {"n": reductions[""][0], "summary": summary(""),
+            "by_density": {d: {"n": reductions[d][0], "summary": summary(d)}
+                           for d in ("low", "high") if d in reductions},
+            "per_structure": [{"id": i} for i in ids]}
+
+
+def test_residual_reports_side_by_side(tmp_path):
+    a = _residual({"": (3, 80.0, 5.0), "low": (2, 90.0, 1.0), "high": (1, 40.0, 5.0)},
+                  ["x", "y", "z"])
+    b = _residual({"": (3, 70.0, 9.5), "low": (2, 85.0, 2.0), "high": (1, 30.0, 9.5)},
+                  ["x", "y", "z"])
+    args = []
+    for name, rep in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rep))
+        args.append(f"{name}={tmp_path / f'{name}.json'}")
+    run = lambda *xs: subprocess.run([sys.executable, "benchmarks/compare_reports.py", *xs],  # noqa: E731
+                                     cwd=ROOT, capture_output=True, text=True)
+    out = run(*args).stdout
+    assert "| all | 0.05 | 3 | 80.0 | 5.0 | 70.0 | 9.5 |" in out
+    assert "| low | 0.05 | 2 | 90.0 | 1.0 | 85.0 | 2.0 |" in out
+    assert "| high | 0.05 | 1 | 40.0 | 5.0 | 30.0 | 9.5 |" in out
+    assert "different structures" not in out
+    b["per_structure"] = [{"id": i} for i in ("x", "y", "w")]
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert "different structures" in run(*args).stdout
+    (tmp_path / "e.json").write_text(json.dumps(_report({"MoS2/low": (90.0, 86.0)})))
+    mixed = run(args[0], f"e={tmp_path / 'e.json'}")
+    assert mixed.returncode == 2 and "mix of evaluate and residual" in mixed.stdout

@@ -16,6 +16,7 @@ gen --density low  --materials MoS2,WSe2 --count 100 --seed 2
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 4 --seed 1
 gen --density high --materials MoS2 --supercell 12 --count 4 --seed 3
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 10 --seed 1
-# high density first (the weaker groups; 852 structures when v4 was trained), then low
+# high density first (the weaker groups; 852 structures when v4 was trained), then low;
+# complete at 1,220 structures (v5)
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 20 --seed 1
 gen --density low  --materials MoS2,WSe2 --count 300 --seed 2
