@@ -20,3 +20,5 @@ gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 10 --seed 1
 # complete at 1,220 structures (v5)
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 20 --seed 1
 gen --density low  --materials MoS2,WSe2 --count 300 --seed 2
+# beyond the counts (v5 trained on the 1,220 above): high density to 200 per material
+gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 40 --seed 1
