@@ -39,8 +39,7 @@ def main(argv: list[str]) -> int:
             ns.append(str(block.get("n", 0)))
             imp = block.get("improvement", {})
             cells.append(f"{imp.get('mae', float('nan')):.1f} | {imp.get('a3', float('nan')):.1f}")
-        n = ns[0] if len(set(ns)) == 1 else "/".join(ns)   # reports on different sets
-        print(f"| {g} | {n} | {' | '.join(cells)} |")
+        print(f"| {g} | {_n_cell(ns)} | {' | '.join(cells)} |")
     means, met = [], []
     for r in reports.values():
         imps = {g: r["groups"][g]["improvement"] for g in groups if g in r["groups"]}
@@ -51,6 +50,11 @@ def main(argv: list[str]) -> int:
     print(f"| mean over groups | | {' | '.join(means)} |")
     print(f"| groups at target | | {' | '.join(met)} |")
     return 0
+
+
+def _n_cell(ns: list[str]) -> str:
+    """One count where all reports agree; ``3/5`` where they cover different sets."""
+    return ns[0] if len(set(ns)) == 1 else "/".join(ns)
 
 
 def _residual_table(reports: dict[str, dict]) -> int:
@@ -70,8 +74,7 @@ def _residual_table(reports: dict[str, dict]) -> int:
                 ns.append(str(block.get("n", 0)))
                 cells.append("nan | nan" if summary is None else
                              f"{summary['reduction_pct']:.1f} | {summary['dE_meV_max']:.1f}")
-            n = ns[0] if len(set(ns)) == 1 else "/".join(ns)
-            print(f"| {label} | {fmax} | {n} | {' | '.join(cells)} |")
+            print(f"| {label} | {fmax} | {_n_cell(ns)} | {' | '.join(cells)} |")
     if len(ids) > 1:
         print("(the reports cover different structures)")
     return 0
