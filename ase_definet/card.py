@@ -103,8 +103,8 @@ def _slim(report: dict) -> dict:
 
 def _row(name: str, block: dict) -> str:
     m, d, imp = block["model"], block["dummy"], block["improvement"]
-    cells = [f"{_num(m.get(k), '.4f')} / {_num(d.get(k), '.4f')} "
-             f"({_num(imp.get(k), '+.1f')} %)" for k in ("mae", "a3", "a4", "a5", "a6")]
+    cells = [f"{fmt_num(m.get(k), '.4f')} / {fmt_num(d.get(k), '.4f')} "
+             f"({fmt_num(imp.get(k), '+.1f')} %)" for k in ("mae", "a3", "a4", "a5", "a6")]
     return f"| {name} | {block.get('n', '')} | " + " | ".join(cells) + " |"
 
 
@@ -152,7 +152,7 @@ def targets_markdown(card: dict) -> str:
         imp = block["improvement"]
         mae, a3 = imp.get("mae"), imp.get("a3")
         ok = meets_target(imp, target)
-        lines.append(f"| {name} | {block.get('n', '')} | {_num(mae)} % | {_num(a3)} % "
+        lines.append(f"| {name} | {block.get('n', '')} | {fmt_num(mae)} % | {fmt_num(a3)} % "
                      f"| ≥ {target:.0f} % | {_verdict(ok)} |")
 
     for g, block in sorted(card["test"]["groups"].items(), key=lambda kv: group_order(kv[0])):
@@ -171,15 +171,15 @@ def targets_markdown(card: dict) -> str:
             ok = (red is not None and red >= TARGETS["residual"] and de is not None
                   and de <= TARGETS["dE_meV"])
             lines.append(f"| residual steps to fmax {fmax} eV/Å{label} | {n} | "
-                         f"{_num(red)} % fewer (medians; per structure "
-                         f"{_num(r.get('median_reduction_pct'))} %) | max abs(ΔE) {_num(de)} meV "
-                         f"(median {_num(r.get('dE_meV_median'))}) | "
+                         f"{fmt_num(red)} % fewer (medians; per structure "
+                         f"{fmt_num(r.get('median_reduction_pct'))} %) | max abs(ΔE) {fmt_num(de)} meV "
+                         f"(median {fmt_num(r.get('dE_meV_median'))}) | "
                          f"≥ {TARGETS['residual']:.0f} %, ≤ {TARGETS['dE_meV']:.0f} meV | "
                          f"{_verdict(ok)} |")
     return "\n".join(lines)
 
 
-def _num(value, spec: str = ".1f") -> str:
+def fmt_num(value, spec: str = ".1f") -> str:
     """A number for a table; JSON null (NaN in the report) prints as n/a."""
     return "n/a" if value is None or value != value else format(value, spec)
 
@@ -198,8 +198,8 @@ def _residual_lines(card: dict) -> list[str]:
     for fmax, r in res.items():
         lines.append(
             f"| {fmax} | {r.get('median_steps_unrelaxed')} | {r.get('median_steps_predicted')} "
-            f"| {_num(r.get('reduction_pct'))} % | {_num(r.get('median_reduction_pct'))} % "
-            f"| {_num(r.get('dE_meV_max'))} |")
+            f"| {fmt_num(r.get('reduction_pct'))} % | {fmt_num(r.get('median_reduction_pct'))} % "
+            f"| {fmt_num(r.get('dE_meV_max'))} |")
     return lines
 
 

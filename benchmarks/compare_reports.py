@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ase_definet.card import TARGETS, group_order, meets_target
+from ase_definet.card import TARGETS, fmt_num, group_order, meets_target
 from ase_definet.data.sample import density_of
 
 
@@ -38,18 +38,24 @@ def main(argv: list[str]) -> int:
             block = r["groups"].get(g) or {}
             ns.append(str(block.get("n", 0)))
             imp = block.get("improvement", {})
-            cells.append(f"{imp.get('mae', float('nan')):.1f} | {imp.get('a3', float('nan')):.1f}")
+            cells.append(f"{fmt_num(imp.get('mae'))} | {fmt_num(imp.get('a3'))}")
         print(f"| {g} | {_n_cell(ns)} | {' | '.join(cells)} |")
     means, met = [], []
     for r in reports.values():
         imps = {g: r["groups"][g]["improvement"] for g in groups if g in r["groups"]}
-        means.append(f"{sum(i['mae'] for i in imps.values()) / len(imps):.1f} | "
-                     f"{sum(i['a3'] for i in imps.values()) / len(imps):.1f}")
+        means.append(f"{fmt_num(_mean(i.get('mae') for i in imps.values()))} | "
+                     f"{fmt_num(_mean(i.get('a3') for i in imps.values()))}")
         at = sum(meets_target(i, TARGETS.get(density_of(g), 100.0)) for g, i in imps.items())
         met.append(f"{at} of {len(imps)} | ")
     print(f"| mean over groups | | {' | '.join(means)} |")
     print(f"| groups at target | | {' | '.join(met)} |")
     return 0
+
+
+def _mean(values) -> float | None:
+    """Mean of the numbers among ``values``; JSON nulls (NaN in a report) are left out."""
+    nums = [v for v in values if v is not None and v == v]
+    return sum(nums) / len(nums) if nums else None
 
 
 def _n_cell(ns: list[str]) -> str:
@@ -72,8 +78,9 @@ def _residual_table(reports: dict[str, dict]) -> int:
                 block = r.get("by_density", {}).get(density, {}) if density else r
                 summary = (block.get("summary") or {}).get(fmax)
                 ns.append(str(block.get("n", 0)))
-                cells.append("nan | nan" if summary is None else
-                             f"{summary['reduction_pct']:.1f} | {summary['dE_meV_max']:.1f}")
+                summary = summary or {}
+                cells.append(f"{fmt_num(summary.get('reduction_pct'))} | "
+                             f"{fmt_num(summary.get('dE_meV_max'))}")
             print(f"| {label} | {fmax} | {_n_cell(ns)} | {' | '.join(cells)} |")
     if len(ids) > 1:
         print("(the reports cover different structures)")

@@ -73,3 +73,21 @@ def test_residual_reports_side_by_side(tmp_path):
     (tmp_path / "e.json").write_text(json.dumps(_report({"MoS2/low": (90.0, 86.0)})))
     mixed = run(args[0], f"e={tmp_path / 'e.json'}")
     assert mixed.returncode == 2 and "mix of evaluate and residual" in mixed.stdout
+
+
+def test_null_values_print_na(tmp_path):
+    """Bug: a JSON null (NaN written by ``definet evaluate``/``residual``) raised
+    TypeError in the ``:.1f`` cells; it prints n/a and is left out of the mean."""
+    rep = _report({"MoS2/low": (90.0, 86.0), "BP/high": (70.0, 74.0)})
+    rep["groups"]["BP/high"]["improvement"]["mae"] = None
+    res = _residual({"": (2, 80.0, 5.0), "low": (2, 80.0, 5.0)}, ["x", "y"])
+    res["summary"]["0.05"]["reduction_pct"] = None
+    for name, r in (("e", rep), ("r", res)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    run = lambda name: subprocess.run(  # noqa: E731
+        [sys.executable, "benchmarks/compare_reports.py", f"a={tmp_path / name}"],
+        cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = run("e.json")
+    assert "| BP/high | 3 | n/a | 74.0 |" in out
+    assert "| mean over groups | | 90.0 | 80.0 |" in out
+    assert "| all | 0.05 | 2 | n/a | 5.0 |" in run("r.json")
