@@ -4,9 +4,10 @@
 
 Reports are ``definet evaluate --json`` files: the last rows give each report's
 mean over groups (every group counts once, as the model card's targets do) and
-how many groups reach the card's targets. Or all are ``definet residual --json``
-files: per fmax, overall and per density, the reduction in median steps and the
-largest energy difference between the two end points.
+how many groups reach the card's targets, both over the groups all reports
+have. Or all are ``definet residual --json`` files: per fmax, overall and per
+density, the reduction in median steps and the largest energy difference between
+the two end points.
 """
 from __future__ import annotations
 
@@ -40,15 +41,18 @@ def main(argv: list[str]) -> int:
             imp = block.get("improvement", {})
             cells.append(f"{fmt_num(imp.get('mae'))} | {fmt_num(imp.get('a3'))}")
         print(f"| {g} | {_n_cell(ns)} | {' | '.join(cells)} |")
+    # means and target counts over the groups every report has: like with like
+    common = [g for g in groups if all(g in r["groups"] for r in reports.values())]
     means, met = [], []
     for r in reports.values():
-        imps = {g: r["groups"][g]["improvement"] for g in groups if g in r["groups"]}
+        imps = {g: r["groups"][g]["improvement"] for g in common}
         means.append(f"{fmt_num(_mean(i.get('mae') for i in imps.values()))} | "
                      f"{fmt_num(_mean(i.get('a3') for i in imps.values()))}")
         at = sum(meets_target(i, TARGETS.get(density_of(g), 100.0)) for g, i in imps.items())
         met.append(f"{at} of {len(imps)} | ")
-    print(f"| mean over groups | | {' | '.join(means)} |")
-    print(f"| groups at target | | {' | '.join(met)} |")
+    scope = "" if len(common) == len(groups) else f" (the {len(common)} in all reports)"
+    print(f"| mean over groups{scope} | | {' | '.join(means)} |")
+    print(f"| groups at target{scope} | | {' | '.join(met)} |")
     return 0
 
 

@@ -91,3 +91,19 @@ def test_null_values_print_na(tmp_path):
     assert "| BP/high | 3 | n/a | 74.0 |" in out
     assert "| mean over groups | | 90.0 | 80.0 |" in out
     assert "| all | 0.05 | 2 | n/a | 5.0 |" in run("r.json")
+
+
+def test_means_over_common_groups(tmp_path):
+    """A specialist's report (fewer groups) beside a joint model's: means compare like
+    with like, over the groups both have; the others still get their rows."""
+    joint = _report({"MoS2/low": (90.0, 90.0), "BP/high": (40.0, 50.0)})
+    spec = _report({"BP/high": (72.0, 75.0)})
+    args = []
+    for name, rep in (("joint", joint), ("spec", spec)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rep))
+        args.append(f"{name}={tmp_path / f'{name}.json'}")
+    out = subprocess.run([sys.executable, "benchmarks/compare_reports.py", *args], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert "| MoS2/low | 3/0 | 90.0 | 90.0 | n/a | n/a |" in out
+    assert "| mean over groups (the 1 in all reports) | | 40.0 | 50.0 | 72.0 | 75.0 |" in out
+    assert "| groups at target (the 1 in all reports) | | 0 of 1 |  | 1 of 1 |  |" in out
