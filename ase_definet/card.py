@@ -62,13 +62,17 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
     run, data = Path(run), Path(data)
     ckpt = read_checkpoint(run / "best.pt")
     meta = ckpt.get("meta", {})
-    samples = load_samples(data, progress_note=lambda m: None).samples
+    # the samples this run could see: its exclusions (e.g. the 12×12 holdout, or
+    # materials a specialist leaves out) are outside the card's scope
+    samples = load_samples(data, progress_note=lambda m: None,
+                           exclude=meta.get("excluded")).samples
+    materials = sorted({s.group.partition("/")[0] for s in samples})
     manifest_path = data / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     card = {
         "name": name,
-        "summary": "DefiNet (default config) for point defects in MoS2, WSe2, h-BN, "
-                   "GaSe, InSe and black phosphorus monolayers; trained on CHGNet labels",
+        "summary": f"DefiNet for point defects in {', '.join(materials)}; trained on "
+                   "CHGNet labels",
         "config": ckpt["config"],
         "parameters": sum(v.numel() for v in ckpt["state_dict"].values()),
         **coverage(samples),

@@ -183,14 +183,17 @@ def load_model(model: "str | Path | nn.Module | None" = None) -> nn.Module:
 
 
 def coverage(samples) -> dict:
-    """Elements and defect types (``V_X``, ``Y_X``) present in samples: the card's scope."""
+    """The card's scope: elements, defect types (``V_X``, ``Y_X``) and hosts (reduced
+    formulas, e.g. ``MoS2``) present in samples."""
     from .inference import defect_labels
     elements: set[str] = set()
     defects: set[str] = set()
+    hosts: set[str] = set()
     for s in samples:
         elements |= set(s.atoms.get_chemical_symbols()) | set(s.host.get_chemical_symbols())
         defects |= defect_labels(s.match)
-    return {"elements": sorted(elements), "defects": sorted(defects)}
+        hosts.add(str(s.host.symbols.formula.reduce()[0]))
+    return {"elements": sorted(elements), "defects": sorted(defects), "hosts": sorted(hosts)}
 
 
 def package_model(checkpoint: str | Path, name: str, card: dict,

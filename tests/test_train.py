@@ -242,3 +242,22 @@ def test_only_rank_zero_writes_the_split_before_the_group_exists(emt_store, tmp_
         for p in procs:
             p.kill()
     assert json.loads((tmp_path / "run" / "split.json").read_text())["train"]
+
+
+def test_card_scope_leaves_out_excluded_samples(emt_store, tmp_path):
+    """Bug: the card's elements and defect types came from the whole data folder, so a
+    run that excluded samples (a specialist, a holdout) claimed them too."""
+    from ase_definet.card import build_card
+    from conftest import store_samples
+    samples = store_samples(emt_store)
+    with_au = [s.info["id"] for s in samples if "Au" in s.atoms.get_chemical_symbols()]
+    assert 0 < len(with_au) < len(samples)
+    run = tmp_path / "run"
+    run_training(emt_store, run, TrainConfig(model=SMALL, epochs=1, batch_size=4),
+                 progress=False, exclude=[f"id={i}" for i in with_au])
+    report = {"overall": {"n": 1}}
+    card = build_card(run, emt_store, report, name="tiny")
+    assert "Au" not in card["elements"] and {"Cu", "Ni"} <= set(card["elements"])
+    assert "Au_Cu" not in card["defects"] and card["hosts"] == ["Cu"]
+    assert card["data"]["excluded"] == [f"id={i}" for i in with_au]
+    assert samples[0].group.partition("/")[0] in card["summary"]
