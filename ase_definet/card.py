@@ -189,6 +189,7 @@ def fmt_num(value, spec: str = ".1f") -> str:
 
 
 def _residual_lines(card: dict) -> list[str]:
+    from .residual import lower_higher
     res = card.get("residual_steps")
     if not res:
         return ["Residual-step study: not run."]
@@ -197,13 +198,14 @@ def _residual_lines(card: dict) -> list[str]:
              "test structures (median; from the unrelaxed input vs from the DefiNet "
              "prediction):", "",
              "| fmax (eV/Å) | from unrelaxed | from DefiNet | reduction | "
-             "median per-structure reduction | max abs(ΔE) (meV) |",
-             "|---|---|---|---|---|---|"]
+             "median per-structure reduction | max abs(ΔE) (meV) | DefiNet's end lower / "
+             "higher |",
+             "|---|---|---|---|---|---|---|"]
     for fmax, r in res.items():
         lines.append(
             f"| {fmax} | {r.get('median_steps_unrelaxed')} | {r.get('median_steps_predicted')} "
             f"| {fmt_num(r.get('reduction_pct'))} % | {fmt_num(r.get('median_reduction_pct'))} % "
-            f"| {fmt_num(r.get('dE_meV_max'))} |")
+            f"| {fmt_num(r.get('dE_meV_max'))} | {lower_higher(r) or 'n/a'} |")
     return lines
 
 

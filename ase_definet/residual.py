@@ -236,6 +236,11 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
     return report()
 
 
+#: energy differences below this (meV) count as equal: float32 energies of a
+#: ~200-atom cell (~1,400 eV) resolve ~0.2 meV
+ENERGY_RESOLUTION_MEV = 0.5
+
+
 def summarize_threshold(records: Sequence[dict], fmax: float) -> dict:
     """Median steps, reductions and energy differences at one threshold."""
     key = fmax_key(fmax)
@@ -244,7 +249,8 @@ def summarize_threshold(records: Sequence[dict], fmax: float) -> dict:
     s_a = np.array([x["steps"] for x in a], float)
     s_b = np.array([x["steps"] for x in b], float)
     both = np.array([x["converged"] and y["converged"] for x, y in zip(a, b)], bool)
-    de = 1e3 * np.abs(np.array([x["energy"] - y["energy"] for x, y in zip(a, b)], float))
+    signed = 1e3 * np.array([y["energy"] - x["energy"] for x, y in zip(a, b)], float)
+    de = np.abs(signed)
     med_a, med_b = _median(s_a), _median(s_b)
     per = np.divide(s_b, s_a, out=np.full(len(s_a), np.nan), where=s_a > 0)
     return {
@@ -260,6 +266,10 @@ def summarize_threshold(records: Sequence[dict], fmax: float) -> dict:
         "converged_both": int(both.sum()),
         "dE_meV_max": float(de[both].max()) if both.any() else float("nan"),
         "dE_meV_median": _median(de[both]),
+        # which start ends lower: at a loose fmax the run from the unrelaxed input
+        # often stops farther above the minimum than the one from the prediction
+        "predicted_lower": int((signed[both] < -ENERGY_RESOLUTION_MEV).sum()),
+        "predicted_higher": int((signed[both] > ENERGY_RESOLUTION_MEV).sum()),
     }
 
 
@@ -290,19 +300,29 @@ def _f(x: float, spec: str) -> str:
     return "—" if x is None or not np.isfinite(x) else format(x, spec)
 
 
+def lower_higher(summary: dict) -> str | None:
+    """``k/m``: structures whose run from the prediction ended lower / higher in energy
+    than the run from the unrelaxed input; None for reports older than these counts."""
+    if "predicted_lower" not in summary:
+        return None
+    return f"{summary['predicted_lower']}/{summary['predicted_higher']}"
+
+
 def format_residual(report: dict) -> str:
     """A readable text table of a residual-step report."""
     lines = [f"residual steps: {report['optimizer']} with {report['calculator']}, "
              f"cap {report['max_steps']} steps, n = {report['n']}",
              f"{'fmax':>7} {'med. unrel.':>12} {'med. pred.':>11} {'reduction':>10} "
-             f"{'med. per-str.':>14} {'conv. u/p':>10} {'|dE| max':>10} {'|dE| med.':>10}",
+             f"{'med. per-str.':>14} {'conv. u/p':>10} {'|dE| max':>10} {'|dE| med.':>10} "
+             f"{'pred. end':>10}",
              f"{'eV/Å':>7} {'steps':>12} {'steps':>11} {'%':>10} {'%':>14} "
-             f"{'':>10} {'meV':>10} {'meV':>10}"]
+             f"{'':>10} {'meV':>10} {'meV':>10} {'lower/higher':>10}"]
     for key, s in report["summary"].items():
         conv = f"{s['converged_unrelaxed']}/{s['converged_predicted']}"
         lines.append(
             f"{key:>7} {_f(s['median_steps_unrelaxed'], '.1f'):>12} "
             f"{_f(s['median_steps_predicted'], '.1f'):>11} "
             f"{_f(s['reduction_pct'], '.1f'):>10} {_f(s['median_reduction_pct'], '.1f'):>14} "
-            f"{conv:>10} {_f(s['dE_meV_max'], '.2f'):>10} {_f(s['dE_meV_median'], '.2f'):>10}")
+            f"{conv:>10} {_f(s['dE_meV_max'], '.2f'):>10} {_f(s['dE_meV_median'], '.2f'):>10} "
+            f"{lower_higher(s) or '—':>10}")
     return "\n".join(lines)

@@ -171,3 +171,8 @@ def test_summary_by_density_on_hand_built_records():
     assert low["median_steps_unrelaxed"] == 30 and low["median_steps_predicted"] == 4
     assert abs(low["dE_meV_max"] - 1.0) < 1e-6
     assert abs(out["high"]["summary"]["0.01"]["dE_meV_max"] - 500.0) < 1e-6
+    # which start ends lower: MoS2 from the prediction (1 meV lower), WSe2 level
+    assert (low["predicted_lower"], low["predicted_higher"]) == (1, 0)
+    records.append(rec("GaSe/high", 50, 20, -4.0, -3.99))
+    high = summarize_by_density(records, [0.01])["high"]["summary"]["0.01"]
+    assert (high["predicted_lower"], high["predicted_higher"]) == (1, 1)
