@@ -66,7 +66,7 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
     # materials a specialist leaves out) are outside the card's scope
     samples = load_samples(data, progress_note=lambda m: None,
                            exclude=meta.get("excluded")).samples
-    materials = sorted({s.group.partition("/")[0] for s in samples})
+    materials = sorted({s.info.get("material", "?") for s in samples})
     manifest_path = data / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     card = {

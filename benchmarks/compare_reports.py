@@ -80,9 +80,8 @@ def _residual_table(reports: dict[str, dict]) -> int:
             cells, ns = [], []
             for r in reports.values():
                 block = r.get("by_density", {}).get(density, {}) if density else r
-                summary = (block.get("summary") or {}).get(fmax)
+                summary = (block.get("summary") or {}).get(fmax) or {}
                 ns.append(str(block.get("n", 0)))
-                summary = summary or {}
                 cells.append(f"{fmt_num(summary.get('reduction_pct'))} | "
                              f"{fmt_num(summary.get('dE_meV_max'))}")
             print(f"| {label} | {fmax} | {_n_cell(ns)} | {' | '.join(cells)} |")

@@ -14,16 +14,21 @@ def _report(groups: dict[str, tuple[float, float]]) -> dict:
             "per_structure": [{"id": "x"}]}      # as definet evaluate writes it
 
 
+def _compare(tmp_path, reports: dict[str, dict] | None = None, *args: str
+             ) -> subprocess.CompletedProcess:
+    """Write ``reports`` as NAME.json files and run the script on them (and ``args``)."""
+    argv = []
+    for name, rep in (reports or {}).items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(rep))
+        argv.append(f"{name}={tmp_path / f'{name}.json'}")
+    return subprocess.run([sys.executable, "benchmarks/compare_reports.py", *argv, *args],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
 def test_table_means_and_targets(tmp_path):
     a = _report({"MoS2/low": (90.0, 86.0), "BP/high": (71.0, 69.0)})
     b = _report({"MoS2/low": (80.0, 80.0), "BP/high": (72.0, 75.0)})
-    paths = []
-    for name, rep in (("a", a), ("b", b)):
-        p = tmp_path / f"{name}.json"
-        p.write_text(json.dumps(rep))
-        paths.append(f"{name}={p}")
-    out = subprocess.run([sys.executable, "benchmarks/compare_reports.py", *paths], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = _compare(tmp_path, {"a": a, "b": b}).stdout
     rows = {line.split(" | ")[0].lstrip("| "): line for line in out.splitlines()}
     assert rows["MoS2/low"] == "| MoS2/low | 3 | 90.0 | 86.0 | 80.0 | 80.0 |"
     assert out.index("MoS2/low") < out.index("BP/high")       # low density first
@@ -31,12 +36,8 @@ def test_table_means_and_targets(tmp_path):
     # a: MoS2/low meets 85 %, BP/high misses 70 % on A3; b: only BP/high meets
     assert "1 of 2 |  | 1 of 2" in rows["groups at target"]
     b["groups"]["BP/high"]["n"] = 5                             # another test set
-    (tmp_path / "b.json").write_text(json.dumps(b))
-    out = subprocess.run([sys.executable, "benchmarks/compare_reports.py", *paths], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    assert "| BP/high | 3/5 |" in out
-    bad = subprocess.run([sys.executable, "benchmarks/compare_reports.py", "x.json"],
-                         cwd=ROOT, capture_output=True, text=True)
+    assert "| BP/high | 3/5 |" in _compare(tmp_path, {"a": a, "b": b}).stdout
+    bad = _compare(tmp_path, None, "x.json")
     assert bad.returncode == 2 and "NAME=report.json" in bad.stdout
 
 
@@ -56,22 +57,14 @@ def test_residual_reports_side_by_side(tmp_path):
                   ["x", "y", "z"])
     b = _residual({"": (3, 70.0, 9.5), "low": (2, 85.0, 2.0), "high": (1, 30.0, 9.5)},
                   ["x", "y", "z"])
-    args = []
-    for name, rep in (("a", a), ("b", b)):
-        (tmp_path / f"{name}.json").write_text(json.dumps(rep))
-        args.append(f"{name}={tmp_path / f'{name}.json'}")
-    run = lambda *xs: subprocess.run([sys.executable, "benchmarks/compare_reports.py", *xs],  # noqa: E731
-                                     cwd=ROOT, capture_output=True, text=True)
-    out = run(*args).stdout
+    out = _compare(tmp_path, {"a": a, "b": b}).stdout
     assert "| all | 0.05 | 3 | 80.0 | 5.0 | 70.0 | 9.5 |" in out
     assert "| low | 0.05 | 2 | 90.0 | 1.0 | 85.0 | 2.0 |" in out
     assert "| high | 0.05 | 1 | 40.0 | 5.0 | 30.0 | 9.5 |" in out
     assert "different structures" not in out
     b["per_structure"] = [{"id": i} for i in ("x", "y", "w")]
-    (tmp_path / "b.json").write_text(json.dumps(b))
-    assert "different structures" in run(*args).stdout
-    (tmp_path / "e.json").write_text(json.dumps(_report({"MoS2/low": (90.0, 86.0)})))
-    mixed = run(args[0], f"e={tmp_path / 'e.json'}")
+    assert "different structures" in _compare(tmp_path, {"a": a, "b": b}).stdout
+    mixed = _compare(tmp_path, {"a": a, "e": _report({"MoS2/low": (90.0, 86.0)})})
     assert mixed.returncode == 2 and "mix of evaluate and residual" in mixed.stdout
 
 
@@ -82,15 +75,12 @@ def test_null_values_print_na(tmp_path):
     rep["groups"]["BP/high"]["improvement"]["mae"] = None
     res = _residual({"": (2, 80.0, 5.0), "low": (2, 80.0, 5.0)}, ["x", "y"])
     res["summary"]["0.05"]["reduction_pct"] = None
-    for name, r in (("e", rep), ("r", res)):
-        (tmp_path / f"{name}.json").write_text(json.dumps(r))
-    run = lambda name: subprocess.run(  # noqa: E731
-        [sys.executable, "benchmarks/compare_reports.py", f"a={tmp_path / name}"],
-        cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    out = run("e.json")
-    assert "| BP/high | 3 | n/a | 74.0 |" in out
-    assert "| mean over groups | | 90.0 | 80.0 |" in out
-    assert "| all | 0.05 | 2 | n/a | 5.0 |" in run("r.json")
+    out = _compare(tmp_path, {"a": rep})
+    assert out.returncode == 0
+    assert "| BP/high | 3 | n/a | 74.0 |" in out.stdout
+    assert "| mean over groups | | 90.0 | 80.0 |" in out.stdout
+    out = _compare(tmp_path, {"a": res})
+    assert out.returncode == 0 and "| all | 0.05 | 2 | n/a | 5.0 |" in out.stdout
 
 
 def test_means_over_common_groups(tmp_path):
@@ -98,12 +88,10 @@ def test_means_over_common_groups(tmp_path):
     with like, over the groups both have; the others still get their rows."""
     joint = _report({"MoS2/low": (90.0, 90.0), "BP/high": (40.0, 50.0)})
     spec = _report({"BP/high": (72.0, 75.0)})
-    args = []
-    for name, rep in (("joint", joint), ("spec", spec)):
-        (tmp_path / f"{name}.json").write_text(json.dumps(rep))
-        args.append(f"{name}={tmp_path / f'{name}.json'}")
-    out = subprocess.run([sys.executable, "benchmarks/compare_reports.py", *args], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    assert "| MoS2/low | 3/0 | 90.0 | 90.0 | n/a | n/a |" in out
-    assert "| mean over groups (the 1 in all reports) | | 40.0 | 50.0 | 72.0 | 75.0 |" in out
-    assert "| groups at target (the 1 in all reports) | | 0 of 1 |  | 1 of 1 |  |" in out
+    out = _compare(tmp_path, {"joint": joint, "spec": spec})
+    assert out.returncode == 0
+    assert "| MoS2/low | 3/0 | 90.0 | 90.0 | n/a | n/a |" in out.stdout
+    assert "| mean over groups (the 1 in all reports) | | 40.0 | 50.0 | 72.0 | 75.0 |" \
+        in out.stdout
+    assert "| groups at target (the 1 in all reports) | | 0 of 1 |  | 1 of 1 |  |" \
+        in out.stdout
