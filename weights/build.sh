@@ -5,8 +5,9 @@
 #                                     BALANCE=group|none: see `definet train --balance`;
 #                                     group won the A/B in weights/train/balance_ab.md,
 #                                     EXCLUDE=KEY=VALUE,...: more samples left out, e.g.
-#                                     material=MoS2,material=WSe2; SHIP_ONLY=1: skip
-#                                     training, evaluate and ship $RUN/best.pt)
+#                                     material=MoS2,material=WSe2; WD=AdamW weight decay,
+#                                     default 0; SHIP_ONLY=1: skip training, evaluate
+#                                     and ship $RUN/best.pt)
 # Batch 2 / lr 1.5e-3: in a 7-minute, one-thread A/B on the same split it reached a
 # validation loss 17 % lower than batch 8 / lr 3e-3 (more optimizer steps per
 # CPU-second; batch 1 / lr 1e-3 was as good, batch 2 / lr 3e-3 as bad as batch 8).
@@ -24,7 +25,7 @@ IFS=',' read -ra extra <<< "${EXCLUDE:-}"
 for e in "${extra[@]}"; do EXCL+=(--exclude "$e"); done
 [ -n "${SHIP_ONLY:-}" ] || definet train --threads "$T" --data "$DATA" --out "$RUN" "${EXCL[@]}" \
   --config "${CONFIG:-default}" --lr "${LR:-1.5e-3}" --batch-size "${BATCH:-2}" --epochs "${EPOCHS:-400}" --ema-decay 0.99 \
-  --early-stop 30 --max-time "${MAX_TIME:-2400}" --balance "${BALANCE:-group}" --quiet \
+  --weight-decay "${WD:-0}" --early-stop 30 --max-time "${MAX_TIME:-2400}" --balance "${BALANCE:-group}" --quiet \
   ${INIT:+--init "$INIT"} ${SPLIT:+--split-file "$SPLIT" --unassigned split}
 [ -n "${TRAIN_ONLY:-}" ] && exit 0   # (benchmarks/train_ab.sh: training runs side by side)
 ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --quiet "$@"; }
