@@ -13,6 +13,7 @@ import csv
 import json
 import platform
 from pathlib import Path
+from typing import Iterable
 
 from .data.sample import density_of
 
@@ -53,6 +54,12 @@ def _with_history(log: dict, init: dict | None) -> dict:
                 total_wall_time_s=total("wall_time_s"))
 
 
+def card_summary(materials: Iterable[str]) -> str:
+    """One line naming the materials, in case-insensitive order (hBN beside GaSe)."""
+    names = sorted(set(materials), key=str.lower)
+    return f"DefiNet for point defects in {', '.join(names)}; trained on CHGNet labels"
+
+
 def build_card(run: str | Path, data: str | Path, test_report: dict,
                holdout_report: dict | None = None, residual_report: dict | None = None,
                name: str = "definet-2dmd") -> dict:
@@ -66,13 +73,11 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
     # materials a specialist leaves out) are outside the card's scope
     samples = load_samples(data, progress_note=lambda m: None,
                            exclude=meta.get("excluded")).samples
-    materials = sorted({s.info.get("material", "?") for s in samples})
     manifest_path = data / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     card = {
         "name": name,
-        "summary": f"DefiNet for point defects in {', '.join(materials)}; trained on "
-                   "CHGNet labels",
+        "summary": card_summary(s.info.get("material", "?") for s in samples),
         "config": ckpt["config"],
         "parameters": sum(v.numel() for v in ckpt["state_dict"].values()),
         **coverage(samples),

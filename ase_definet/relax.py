@@ -61,8 +61,9 @@ class DefiNetRelaxer(BaseDynamics):
         Host-matching tolerance in Å.
     on_violation : {"keep", "revert", "calculator"}
         What to do when the prediction fails the sanity checks: keep it and
-        flag it (default), restore the unrelaxed positions, or restore them and
-        leave the relaxation to the calculator. Flags go to the log and to
+        flag it, restore the unrelaxed positions (default: a structure with
+        overlapping or flung-away atoms must not reach the calculator), or
+        restore them and leave the relaxation to the calculator. Flags go to the log and to
         ``atoms.info["definet_warnings"]``.
     strict : bool
         Refuse elements/defect types outside the model card (default True).
@@ -73,7 +74,7 @@ class DefiNetRelaxer(BaseDynamics):
     def __init__(self, atoms: Atoms, host, model=None, device=None,
                  logfile: Any = "-", trajectory: str | Path | None = None,
                  optimizer="BFGS", optimizer_kwargs: dict | None = None,
-                 tolerance: float = DEFAULT_TOLERANCE, on_violation: str = "keep",
+                 tolerance: float = DEFAULT_TOLERANCE, on_violation: str = "revert",
                  min_distance_fraction: float = MIN_DISTANCE_FRACTION,
                  max_displacement: float = MAX_DISPLACEMENT, strict: bool = True,
                  deterministic: bool = False, append_trajectory: bool = False):

@@ -61,3 +61,10 @@ def test_card_readme_contains_the_verdicts():
     assert "| 4.0 | n/a |" in text
     card["residual_steps"]["0.05"].update(predicted_lower=18, predicted_higher=0)
     assert "| 4.0 | 18/0 |" in card_readme(card)
+
+
+def test_summary_lists_materials_case_insensitively():
+    """Bug: the summary sorted material names by code point, so hBN came after WSe2."""
+    from ase_definet.card import card_summary
+    line = card_summary(["WSe2", "hBN", "MoS2", "BP", "GaSe", "hBN"])
+    assert "in BP, GaSe, hBN, MoS2, WSe2;" in line

@@ -119,11 +119,28 @@ def test_sanity_policies(net):
     kept = atoms.copy()
     with pytest.warns(UserWarning):
         DefiNetRelaxer(kept, host=host, model=net, logfile=None,
-                       max_displacement=1e-9).run()
+                       max_displacement=1e-9, on_violation="keep").run()
     assert not np.allclose(kept.positions, atoms.positions)
     assert kept.info["definet_warnings"]
     with pytest.raises(ValueError, match="on_violation"):
         DefiNetRelaxer(atoms, host=host, model=net, on_violation="ignore")
+
+
+def test_runaway_prediction_is_reverted_by_default():
+    """Bug: the default policy kept any flagged prediction, so a network whose
+    coordinate updates ran away (v6 moved an atom of a 13-vacancy InSe sheet by 7e7 Å)
+    handed a flung-apart structure to the calculator with only a warning."""
+    torch.manual_seed(0)
+    wild = DefiNet(DefiNetConfig(hidden=16, num_rbf=8, cutoff=4.0))
+    with torch.no_grad():        # an untrained net scaled up: displacements of ~1e3 Å
+        for layer in wild.layers:
+            layer.pos_q[1].weight.mul_(1e4)
+    atoms, host = cu_defect()
+    before = atoms.get_positions()
+    with pytest.warns(UserWarning, match="restored the unrelaxed positions"):
+        DefiNetRelaxer(atoms, host=host, model=wild, logfile=None).run()
+    assert np.allclose(atoms.positions, before)
+    assert "max_displacement=6" in atoms.info["definet_warnings"][-1]
 
 
 def test_cuda_requested_without_cuda(net):
