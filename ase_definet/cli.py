@@ -93,7 +93,8 @@ def _cmd_train(args) -> int:
                       epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
                       amp=args.amp, max_time=args.max_time, ema_decay=args.ema_decay,
                       early_stop=args.early_stop, clip_norm=args.clip_norm,
-                      weight_decay=args.weight_decay, balance=args.balance)
+                      weight_decay=args.weight_decay, balance=args.balance,
+                      input_noise=args.input_noise)
     summary = run_training(args.data, args.out, cfg, host=args.host, split=args.split_file,
                            split_seed=args.split_seed, device=args.device or "cpu",
                            resume=not args.restart, progress=not args.quiet,
@@ -243,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="group: divide each structure's loss (and the validation score) "
                         "by its material/density group's Dummy MAE, so groups that move "
                         "little count as much as those that move most")
+    t.add_argument("--input-noise", type=float, default=0.0, metavar="SIGMA",
+                   help="std (Å) of Gaussian noise added to the unrelaxed positions in "
+                        "each training step, the relaxed target kept (default 0: none)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-time", type=float, default=None, help="stop after this many s")
     t.add_argument("--device", default=None)

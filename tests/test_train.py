@@ -261,3 +261,29 @@ def test_card_scope_leaves_out_excluded_samples(emt_store, tmp_path):
     assert "Au_Cu" not in card["defects"] and card["hosts"] == ["Cu"]
     assert card["data"]["excluded"] == [f"id={i}" for i in with_au]
     assert samples[0].group.partition("/")[0] in card["summary"]
+
+
+def test_input_noise_moves_starts_not_relaxed_structures(emt_store, tmp_path):
+    """input_noise: bond vectors and targets move together, relaxed bonds stay put,
+    and the data order is the one of a run without noise."""
+    import torch
+    from ase_definet.train import Trainer, _batch, encode, load_samples
+    items = encode(load_samples(emt_store).samples[:6], SMALL)
+    noisy = Trainer(items, items, tmp_path / "n", TrainConfig(model=SMALL, input_noise=0.05,
+                                                                batch_size=3))
+    g, target, _ = _batch(items[:3], "cpu")
+    g2, target2 = noisy._perturb(g, target)
+    moved = (target2 - target).abs()
+    assert 0.01 < float(moved.mean()) < 0.08                   # ~0.05 * sqrt(2/pi)
+    relaxed = g.edge_vec + target[g.edge_src] - target[g.edge_dst]
+    relaxed2 = g2.edge_vec + target2[g2.edge_src] - target2[g2.edge_dst]
+    torch.testing.assert_close(relaxed2, relaxed, atol=1e-5, rtol=0)
+    assert torch.equal(g2.edge_src, g.edge_src) and not torch.equal(g2.edge_vec, g.edge_vec)
+    clean = Trainer(items, items, tmp_path / "c", TrainConfig(model=SMALL, batch_size=3))
+    assert math.isfinite(noisy.train_epoch()) and math.isfinite(clean.train_epoch())
+    assert torch.equal(noisy.generator.get_state(), clean.generator.get_state())
+    (tmp_path / "n").mkdir()
+    noisy.save("last.pt")
+    again = Trainer(items, items, tmp_path / "n", TrainConfig(model=SMALL, input_noise=0.05))
+    again.resume(tmp_path / "n" / "last.pt")
+    assert torch.equal(again.noise_generator.get_state(), noisy.noise_generator.get_state())

@@ -6,7 +6,8 @@
 #                                     group won the A/B in weights/train/balance_ab.md,
 #                                     EXCLUDE=KEY=VALUE,...: more samples left out, e.g.
 #                                     material=MoS2,material=WSe2; WD=AdamW weight decay,
-#                                     default 0; SHIP_ONLY=1: skip training, evaluate
+#                                     default 0; NOISE=input noise in Å, default 0
+#                                     (`definet train --input-noise`); SHIP_ONLY=1: skip training, evaluate
 #                                     and ship $RUN/best.pt)
 # Batch 2 / lr 1.5e-3: in a 7-minute, one-thread A/B on the same split it reached a
 # validation loss 17 % lower than batch 8 / lr 3e-3 (more optimizer steps per
@@ -25,7 +26,7 @@ IFS=',' read -ra extra <<< "${EXCLUDE:-}"
 for e in "${extra[@]}"; do EXCL+=(--exclude "$e"); done
 [ -n "${SHIP_ONLY:-}" ] || definet train --threads "$T" --data "$DATA" --out "$RUN" "${EXCL[@]}" \
   --config "${CONFIG:-default}" --lr "${LR:-1.5e-3}" --batch-size "${BATCH:-2}" --epochs "${EPOCHS:-400}" --ema-decay 0.99 \
-  --weight-decay "${WD:-0}" --early-stop 30 --max-time "${MAX_TIME:-2400}" --balance "${BALANCE:-group}" --quiet \
+  --weight-decay "${WD:-0}" --input-noise "${NOISE:-0}" --early-stop 30 --max-time "${MAX_TIME:-2400}" --balance "${BALANCE:-group}" --quiet \
   ${INIT:+--init "$INIT"} ${SPLIT:+--split-file "$SPLIT" --unassigned split}
 [ -n "${TRAIN_ONLY:-}" ] && exit 0   # (benchmarks/train_ab.sh: training runs side by side)
 ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --quiet "$@"; }
