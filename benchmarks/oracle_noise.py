@@ -48,7 +48,7 @@ def _rerun(task: tuple) -> dict:
     if sigma > 0:
         work.positions += np.random.default_rng(seed).normal(0.0, sigma, work.positions.shape)
     r = relax(work, _WORKER["calc"])
-    return {"id": sid, "steps": r.steps, "converged": r.converged,
+    return {"id": sid, "sigma": sigma, "steps": r.steps, "converged": r.converged,
             "energy": r.energy_final, "positions": r.positions.round(6).tolist()}
 
 
@@ -95,6 +95,9 @@ def main() -> int:
         for line in log.read_text().splitlines():
             if line.strip():
                 rec = json.loads(line)
+                if rec.get("sigma", args.sigma) != args.sigma:
+                    ap.error(f"{log} holds reruns with sigma {rec['sigma']}, not "
+                             f"{args.sigma}: use another --out")
                 done[rec["id"]] = rec
     tasks = [(s.info["id"], s.atoms, args.sigma, k) for k, s in enumerate(chosen)
              if s.info["id"] not in done]

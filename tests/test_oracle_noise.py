@@ -42,3 +42,5 @@ def test_rerun_reproduces_labels_and_resumes(emt_store, tmp_path):
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "s1" / "relaxed.jsonl").read_text().splitlines() == log
     assert "oracle rerun" not in again.stderr                   # no progress bar: no work
+    mixed = _run(emt_store, split, tmp_path / "s1", 0.0)         # other sigma, same folder
+    assert mixed.returncode == 2 and "holds reruns with sigma 0.05" in mixed.stderr
