@@ -30,6 +30,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from .card import fmt_num
 from .data.sample import Sample
 
 FMAX = 0.05
@@ -296,10 +297,6 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else float("nan")
 
 
-def _f(x: float, spec: str) -> str:
-    return "—" if x is None or not np.isfinite(x) else format(x, spec)
-
-
 def lower_higher(summary: dict) -> str | None:
     """``k/m``: structures whose run from the prediction ended lower / higher in energy
     than the run from the unrelaxed input; None for reports older than these counts."""
@@ -309,7 +306,7 @@ def lower_higher(summary: dict) -> str | None:
 
 
 def format_residual(report: dict) -> str:
-    """A readable text table of a residual-step report."""
+    """A readable text table of a residual-step report (missing values: n/a)."""
     lines = [f"residual steps: {report['optimizer']} with {report['calculator']}, "
              f"cap {report['max_steps']} steps, n = {report['n']}",
              f"{'fmax':>7} {'med. unrel.':>12} {'med. pred.':>11} {'reduction':>10} "
@@ -320,9 +317,10 @@ def format_residual(report: dict) -> str:
     for key, s in report["summary"].items():
         conv = f"{s['converged_unrelaxed']}/{s['converged_predicted']}"
         lines.append(
-            f"{key:>7} {_f(s['median_steps_unrelaxed'], '.1f'):>12} "
-            f"{_f(s['median_steps_predicted'], '.1f'):>11} "
-            f"{_f(s['reduction_pct'], '.1f'):>10} {_f(s['median_reduction_pct'], '.1f'):>14} "
-            f"{conv:>10} {_f(s['dE_meV_max'], '.2f'):>10} {_f(s['dE_meV_median'], '.2f'):>10} "
-            f"{lower_higher(s) or '—':>10}")
+            f"{key:>7} {fmt_num(s['median_steps_unrelaxed'], '.1f'):>12} "
+            f"{fmt_num(s['median_steps_predicted'], '.1f'):>11} "
+            f"{fmt_num(s['reduction_pct'], '.1f'):>10} "
+            f"{fmt_num(s['median_reduction_pct'], '.1f'):>14} {conv:>10} "
+            f"{fmt_num(s['dE_meV_max'], '.2f'):>10} {fmt_num(s['dE_meV_median'], '.2f'):>10} "
+            f"{lower_higher(s) or 'n/a':>10}")
     return "\n".join(lines)

@@ -176,3 +176,17 @@ def test_summary_by_density_on_hand_built_records():
     records.append(rec("GaSe/high", 50, 20, -4.0, -3.99))
     high = summarize_by_density(records, [0.01])["high"]["summary"]["0.01"]
     assert (high["predicted_lower"], high["predicted_higher"]) == (1, 1)
+
+
+def test_table_prints_missing_values_as_n_a():
+    """A study where no structure converged has NaN medians (JSON null once saved);
+    the text table says n/a for them, as the model card does."""
+    nan = float("nan")
+    s = {"median_steps_unrelaxed": 1000.0, "median_steps_predicted": 1000.0,
+         "reduction_pct": 0.0, "median_reduction_pct": nan, "converged_unrelaxed": 0,
+         "converged_predicted": 0, "dE_meV_max": None, "dE_meV_median": nan}
+    text = format_residual({"optimizer": "BFGS", "calculator": "emt", "max_steps": 1000,
+                            "n": 1, "summary": {"0.05": s}})
+    row = text.splitlines()[-1].split()
+    assert row[:4] == ["0.05", "1000.0", "1000.0", "0.0"]
+    assert row[4] == "n/a" and row[6:] == ["n/a", "n/a", "n/a"]
