@@ -79,6 +79,7 @@ def main() -> int:
 
     from tqdm.auto import tqdm
 
+    from ase_definet.data.oracle import FMAX, MAX_STEPS
     from ase_definet.data.splits import apply_split
     from ase_definet.evaluate import evaluate, evaluate_predictions, save_report
     from ase_definet.inference import Predictor
@@ -117,7 +118,7 @@ def main() -> int:
         print(f"not converged (scored anyway): {', '.join(unconverged)}")
     rerun = evaluate_predictions(chosen, [np.array(r["positions"]) for r in recs])
     rerun["settings"] = {"sigma_A": args.sigma, "calculator": args.calculator,
-                         "protocol": "FIRE, fixed cell, fmax 0.01 eV/Å, 1000 steps",
+                         "protocol": f"FIRE, fixed cell, fmax {FMAX} eV/Å, {MAX_STEPS} steps",
                          "steps": {r["id"]: r["steps"] for r in recs},
                          "energy_diff_meV": {
                              s.info["id"]: 1000 * (r["energy"] - s.info["energy_final"])

@@ -7,8 +7,8 @@
 #                                     EXCLUDE=KEY=VALUE,...: more samples left out, e.g.
 #                                     material=MoS2,material=WSe2; WD=AdamW weight decay,
 #                                     default 0; NOISE=input noise in Å, default 0
-#                                     (`definet train --input-noise`); SHIP_ONLY=1: skip training, evaluate
-#                                     and ship $RUN/best.pt)
+#                                     (`definet train --input-noise`); SHIP_ONLY=1: skip
+#                                     training, evaluate and ship $RUN/best.pt)
 # Batch 2 / lr 1.5e-3: in a 7-minute, one-thread A/B on the same split it reached a
 # validation loss 17 % lower than batch 8 / lr 3e-3 (more optimizer steps per
 # CPU-second; batch 1 / lr 1e-3 was as good, batch 2 / lr 3e-3 as bad as batch 8).
