@@ -3,9 +3,10 @@
 For each ``material/density`` group of a data set (optionally one split subset)
 the script predicts every structure once and prints, over all real atoms:
 
-- in-plane and out-of-plane mean absolute displacement of the label (the Dummy's
-  error) and mean absolute error of the model, per Cartesian component; "out of
-  plane" is the sheet normal ``a1 × a2`` of each cell;
+- in-plane and out-of-plane displacement of the label (the Dummy's error) and
+  error of the model, averaged over atoms: out of plane the absolute component
+  along the sheet normal ``a1 × a2`` of each cell, in plane the length of the rest
+  over sqrt(2) (per in-plane component, so the two columns compare);
 - the response ``Σ p·t / Σ t·t`` (p predicted, t true displacement): 1 when the
   model recovers the displacement along its true direction, < 1 when it predicts
   too little (the mean-regressing answer of a model that is unsure);
