@@ -23,6 +23,7 @@ import argparse
 import numpy as np
 
 SHELLS = ((0.0, 3.0), (3.0, 6.0), (6.0, np.inf))
+SHELL_KEYS = [f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}" for lo, hi in SHELLS]
 
 
 def sheet_normals(samples) -> np.ndarray:
@@ -55,9 +56,8 @@ def anatomy(disp, normals: np.ndarray, mask: np.ndarray) -> dict[str, float]:
            "dummy_out": float(np.abs(t_out).mean()), "model_out": float(np.abs(e_out).mean()),
            "response": float((p * t).sum() / max((t * t).sum(), 1e-30))}
     d = disp.distance[mask]
-    for lo, hi in SHELLS:
+    for (lo, hi), key in zip(SHELLS, SHELL_KEYS):
         m = (d >= lo) & (d < hi)
-        key = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}"
         row[f"share {key}"] = float(m.mean())
         row[f"dummy {key}"] = float(np.abs(t[m]).mean()) if m.any() else float("nan")
         row[f"model {key}"] = float(np.abs(p[m] - t[m]).mean()) if m.any() else float("nan")
@@ -87,19 +87,17 @@ def main() -> int:
     samples, preds = predict_samples(Predictor(args.model), samples)
     disp = displacement_arrays(samples, preds)
     normals = sheet_normals(samples)
-    groups = np.array([s.group for s in samples])[disp.structure]
+    groups = np.array([s.group for s in samples])          # per structure
 
-    shells = [f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}" for lo, hi in SHELLS]
     print(f"{args.subset} subset, {len(samples)} structures; errors in Å, Dummy / model\n")
     print("| group | n | in-plane | out-of-plane | response | "
-          + " | ".join(f"{k} Å (share)" for k in shells) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(shells))
+          + " | ".join(f"{k} Å (share)" for k in SHELL_KEYS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(SHELL_KEYS))
     for g in sorted(set(groups), key=group_order):
-        r = anatomy(disp, normals, groups == g)
-        n = sum(s.group == g for s in samples)
+        r = anatomy(disp, normals, groups[disp.structure] == g)
         cells = [f"{r[f'dummy {k}']:.4f} / {r[f'model {k}']:.4f} ({100 * r[f'share {k}']:.0f} %)"
-                 for k in shells]
-        print(f"| {g} | {n} | {r['dummy_in']:.4f} / {r['model_in']:.4f} | "
+                 for k in SHELL_KEYS]
+        print(f"| {g} | {(groups == g).sum()} | {r['dummy_in']:.4f} / {r['model_in']:.4f} | "
               f"{r['dummy_out']:.4f} / {r['model_out']:.4f} | {r['response']:.2f} | "
               + " | ".join(cells) + " |")
     return 0

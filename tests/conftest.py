@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,14 @@ PILOT = SHARED / "data" / "2dmd-pilot"
 UNIT_CELLS = SHARED / "data" / "2dmd-unit-cells"
 
 torch.set_num_threads(int(__import__("os").environ.get("DEFINET_TEST_THREADS", "2")))
+
+
+def load_script(path: Path):
+    """Import a script outside the package (an example, a benchmark) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)          # must not run anything at import
+    return module
 
 
 def pilot_rows() -> list[tuple[str, str]]:

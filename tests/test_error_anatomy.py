@@ -1,22 +1,16 @@
 """benchmarks/error_anatomy.py: in-plane/out-of-plane split, response, distance shells."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
 from ase_definet.evaluate import Displacements
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("error_anatomy",
-                                                  ROOT / "benchmarks" / "error_anatomy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "benchmarks" / "error_anatomy.py")
 
 
 class _S:                                   # only .atoms is read by sheet_normals

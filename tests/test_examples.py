@@ -2,7 +2,6 @@
 their whole workflow with a cheap stand-in for CHGNet / VASP."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import py_compile
@@ -17,6 +16,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ase_definet import DefiNet, DefiNetConfig, match_host
 from ase_definet.weights import save_checkpoint, sha256
+from conftest import load_script
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = ["prerelax_then_chgnet.py", "prerelax_then_vasp.py"]
@@ -24,10 +24,7 @@ VASP_VARS = ("ASE_VASP_COMMAND", "VASP_COMMAND", "VASP_SCRIPT", "VASP_PP_PATH")
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(name[:-3], EXAMPLES / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)          # must not run anything at import
-    return module
+    return load_script(EXAMPLES / name)
 
 
 class Harmonic(Calculator):
