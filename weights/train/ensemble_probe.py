@@ -1,0 +1,42 @@
+"""Score v8, v9 and their averaged displacements on v9's validation split.
+
+A probe (see ensemble_probe.md), not package code: the average is formed by a
+small module that wraps two trained networks and returns the mean displacement.
+"""
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ase_definet.data.splits import apply_split
+from ase_definet.evaluate import evaluate, save_report
+from ase_definet.inference import Predictor
+from ase_definet.train import load_samples
+from ase_definet.weights import load_model
+
+RUN = Path("weights/train/definet-2dmd-v9-data")
+
+
+class Average(nn.Module):
+    """Mean displacement of several networks with the same graph settings."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.members = nn.ModuleList(models)
+        self.config = models[0].config
+        assert all(m.config == self.config for m in models)
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return torch.stack([m(*args, **kwargs) for m in self.members]).mean(0)
+
+
+if __name__ == "__main__":
+    v8_path = sys.argv[1] if len(sys.argv) > 1 else "/tmp/v8.pt"
+    torch.set_num_threads(2)
+    samples = load_samples("weights/data/chgnet-2dmd", progress_note=lambda m: None).samples
+    val = list(apply_split(samples, RUN / "split.json", unassigned="drop")["val"])
+    v8, v9 = load_model(v8_path), load_model(str(RUN / "best.pt"))
+    report = evaluate(Predictor(Average([v8, v9]), device="cpu"), val, progress=False)
+    save_report(report, RUN / "val_v8v9_average.json")
+    print(RUN / "val_v8v9_average.json")
