@@ -1,7 +1,7 @@
-"""Score v8, v9 and their averaged displacements on v9's validation split.
+"""Score the averaged displacements of several models on v9's validation split.
 
 A probe (see ensemble_probe.md), not package code: the average is formed by a
-small module that wraps two trained networks and returns the mean displacement.
+small module that wraps the trained networks and returns the mean displacement.
 """
 import sys
 from pathlib import Path
@@ -32,11 +32,11 @@ class Average(nn.Module):
 
 
 if __name__ == "__main__":
-    v8_path = sys.argv[1] if len(sys.argv) > 1 else "/tmp/v8.pt"
+    # usage: ensemble_probe.py OUT.json MODEL MODEL [MODEL ...]
+    out, paths = Path(sys.argv[1]), sys.argv[2:]
     torch.set_num_threads(2)
     samples = load_samples("weights/data/chgnet-2dmd", progress_note=lambda m: None).samples
     val = list(apply_split(samples, RUN / "split.json", unassigned="drop")["val"])
-    v8, v9 = load_model(v8_path), load_model(str(RUN / "best.pt"))
-    report = evaluate(Predictor(Average([v8, v9]), device="cpu"), val, progress=False)
-    save_report(report, RUN / "val_v8v9_average.json")
-    print(RUN / "val_v8v9_average.json")
+    model = Average([load_model(p) for p in paths])
+    save_report(evaluate(Predictor(model, device="cpu"), val, progress=False), out)
+    print(out)
