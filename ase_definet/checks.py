@@ -5,7 +5,7 @@ Two checks, both cheap and O(N):
 * no pair of atoms closer than ``min_distance_fraction`` × the host's shortest
   bond (default 0.6), which catches collapsed or overlapping atoms;
 * no atom displaced by more than ``max_displacement`` Å (default 6.0 Å: in the
-  2,419 CHGNet-relaxed structures behind the shipped weights the largest
+  2,419 converged CHGNet relaxations of the data set in ``weights/data`` the largest
   single-atom relaxation is 4.4 Å, and 11 of the 381 validation, test and holdout
   structures move an atom by more than 3 Å, so a tighter bound flags correct
   predictions).
