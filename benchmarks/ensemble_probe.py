@@ -1,6 +1,6 @@
 """Score the averaged displacements of several models on v9's validation split.
 
-A probe (see ensemble_probe.md), not package code: the average is formed by a
+A probe (see weights/train/ensemble_probe.md), not package code: the average is formed by a
 small module that wraps the trained networks and returns the mean displacement.
 """
 import sys
@@ -25,7 +25,8 @@ class Average(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(models)
         self.config = models[0].config
-        assert all(m.config == self.config for m in models)
+        if any(m.config != self.config for m in models):      # one graph feeds all members
+            raise ValueError("members differ in their graph settings (config)")
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return torch.stack([m(*args, **kwargs) for m in self.members]).mean(0)
