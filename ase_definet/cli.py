@@ -1,6 +1,6 @@
 """The ``definet`` command line: parse arguments, call the library, print.
 
-Subcommands: relax, generate, train, evaluate, residual, plot, models, benchmark.
+Subcommands: relax, generate, tighten, train, evaluate, residual, plot, models, benchmark.
 No logic lives here beyond argument handling and printing.
 """
 from __future__ import annotations
@@ -25,6 +25,21 @@ def _cmd_generate(args) -> int:
                        workers=args.workers, threads=args.threads, seed=args.seed,
                        fmax=args.fmax, steps=args.steps, progress=not args.quiet,
                        limit=args.limit)
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_tighten(args) -> int:
+    from .data.splits import read_split
+    from .data.tighten import tighten
+    ids = None
+    if args.split_file:
+        split = read_split(args.split_file)
+        ids = [i for name in args.subset for i in split[name]]
+    summary = tighten(args.source, args.out, fmax=args.fmax, steps=args.steps,
+                      calculator=args.calculator, where=args.where, ids=ids,
+                      workers=args.workers, threads=args.threads, limit=args.limit,
+                      progress=not args.quiet)
     print(json.dumps(summary))
     return 0
 
@@ -201,6 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output folder (resumes if it exists)")
     g.set_defaults(func=_cmd_generate)
 
+    t = sub.add_parser("tighten", help="relax the labels of a generator store further, to "
+                       "a tighter fmax, into a new store (resumable)")
+    t.add_argument("source", help="generator store folder")
+    t.add_argument("--out", required=True, help="output folder (resumes if it exists)")
+    t.add_argument("--fmax", type=float, default=0.001, help="eV/Å (default 0.001)")
+    t.add_argument("--steps", type=int, default=4000, help="FIRE step cap of the continuation")
+    t.add_argument("--calculator", default=None,
+                   help="the source's oracle (default; another one is refused)")
+    t.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep frames whose info matches (repeatable)")
+    t.add_argument("--split-file", default=None, help="split JSON: keep the ids of --subset")
+    t.add_argument("--subset", type=_csv, default=["train", "val", "test"],
+                   help="comma-separated subsets of --split-file (default all three)")
+    t.add_argument("--workers", type=int, default=1)
+    t.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    t.add_argument("--limit", type=int, default=None, help="stop after this many new labels")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_tighten)
+
     r = sub.add_parser("relax", help="pre-relax defect structures (any ASE format)")
     r.add_argument("inputs", nargs="+", help="structure files; multi-frame files allowed")
     r.add_argument("--host", required=True,
@@ -307,14 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: subcommands whose --threads means torch threads per worker process
+_WORKER_COMMANDS = ("generate", "tighten")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     for name, action in parser._subparsers._group_actions[0].choices.items():
-        if name != "generate":          # generate has --threads per worker
+        if name not in _WORKER_COMMANDS:   # these have --threads per worker
             action.add_argument("--threads", type=int, default=None,
                                 help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
-    if args.threads and args.command != "generate":
+    if args.threads and args.command not in _WORKER_COMMANDS:
         import torch
         torch.set_num_threads(args.threads)
     try:

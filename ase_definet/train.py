@@ -468,14 +468,6 @@ def load_trained(path: str | Path) -> DefiNet:
     return model_from_checkpoint(read_checkpoint(path), str(path))
 
 
-def _matches(sample, conditions: list[str]) -> bool:
-    for cond in conditions:
-        key, _, value = cond.partition("=")
-        if str(sample.info.get(key)) != value:
-            return False
-    return True
-
-
 def load_samples(sources, host=None, progress_note=print, where: list[str] | None = None,
                  exclude: list[str] | None = None):
     """Load and concatenate samples from one or more data sources.
@@ -485,16 +477,17 @@ def load_samples(sources, host=None, progress_note=print, where: list[str] | Non
     ``supercell=12x12`` scalability set).
     """
     from .data.formats import LoadResult, load_dataset
+    from .data.sample import info_matches
     result = LoadResult([])
     for src in ([sources] if isinstance(sources, (str, Path)) else sources):
         result.extend(load_dataset(src, host=host))
     if result.skipped or result.duplicates:
         progress_note(result.summary())
     if where:
-        result.samples = [s for s in result.samples if _matches(s, where)]
+        result.samples = [s for s in result.samples if info_matches(s.info, where)]
     if exclude:
         result.samples = [s for s in result.samples
-                          if not any(_matches(s, [c]) for c in exclude)]
+                          if not any(info_matches(s.info, [c]) for c in exclude)]
     return result
 
 

@@ -120,6 +120,7 @@ def _relax_job(args) -> tuple[Job, dict]:
     unrelaxed = apply_defects(host, job.sites, job.defects)
     res = relax(unrelaxed, _CALC, fmax=fmax, steps=steps)
     out = asdict(res)
+    out.update(fmax_target=fmax, max_steps=steps)
     out["unrelaxed"] = unrelaxed
     out["positions"] = unwrap_relaxed(unrelaxed, res.positions)
     return job, out
@@ -134,7 +135,8 @@ def _record(job: Job, out: dict, calculator: str, version: str) -> Atoms:
         "host_key": job.host_key, "defects": defect_string(job.defects),
         "steps": out["steps"], "converged": out["converged"],
         "energy_initial": out["energy_initial"], "energy_final": out["energy_final"],
-        "fmax_final": out["fmax_final"], "wall_time": round(out["wall_time"], 3),
+        "fmax_final": out["fmax_final"], "fmax_target": out["fmax_target"],
+        "max_steps": out["max_steps"], "wall_time": round(out["wall_time"], 3),
         "calculator": calculator, "calculator_version": version, "seed": job.seed,
     }
     return atoms
@@ -262,8 +264,12 @@ def _terminate_cleanly() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def write_manifest(out: str | Path) -> dict:
-    """Summarise the store into ``manifest.json`` and return it."""
+def write_manifest(out: str | Path, extra: dict | None = None) -> dict:
+    """Summarise the store into ``manifest.json`` and return it.
+
+    ``extra`` entries are added to the manifest (e.g. where a tightened store's
+    labels come from).
+    """
     out = Path(out)
     frames = read_frames(out / SAMPLES)
     groups: dict[str, dict] = {}
@@ -281,16 +287,21 @@ def write_manifest(out: str | Path) -> dict:
         g["median_steps"] = float(np.median(s))
         g["wall_time"] = round(g["wall_time"], 1)
     calcs = sorted({a.info["calculator_version"] for a in frames})
+    # frames written before fmax_target/max_steps were recorded used the defaults
+    fmaxes = sorted({float(a.info.get("fmax_target", FMAX)) for a in frames}) or [FMAX]
+    caps = sorted({int(a.info.get("max_steps", MAX_STEPS)) for a in frames}) or [MAX_STEPS]
     manifest = {
         "format": "ase_definet extxyz store v1",
         "samples": SAMPLES, "hosts": HOSTS,
         "structures": len(frames),
         "converged": sum(int(bool(a.info["converged"])) for a in frames),
         "groups": dict(sorted(groups.items())),
-        "oracle": {"calculators": calcs, "optimizer": "FIRE", "fmax": FMAX,
-                   "max_steps": MAX_STEPS, "cell": "fixed",
+        "oracle": {"calculators": calcs, "optimizer": "FIRE",
+                   "fmax": fmaxes[0] if len(fmaxes) == 1 else fmaxes,
+                   "max_steps": caps[0] if len(caps) == 1 else caps, "cell": "fixed",
                    "host": "pre-relaxed by the same oracle, positions only"},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **(extra or {}),
     }
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")

@@ -19,6 +19,15 @@ def unwrap_relaxed(unrelaxed: Atoms, relaxed_positions: np.ndarray) -> np.ndarra
                                unrelaxed.cell.array, unrelaxed.pbc)
 
 
+def info_matches(info: dict, conditions: list[str]) -> bool:
+    """Whether ``info`` matches every ``KEY=VALUE`` condition (values compared as text)."""
+    for cond in conditions:
+        key, _, value = cond.partition("=")
+        if str(info.get(key)) != value:
+            return False
+    return True
+
+
 def density_of(group: str) -> str:
     """The density part of a ``material/density`` group (:attr:`Sample.group`)."""
     return group.rpartition("/")[2]

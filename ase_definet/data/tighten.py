@@ -1,0 +1,186 @@
+"""Relax the labels of a generator store further, to a tighter fmax (resumable).
+
+Why: FIRE stopped at fmax 0.01 eV/Å can sit far from the minimum it is heading
+for where the energy landscape is flat (measured in
+``weights/train/label_convergence.md``). Continuing each stored label with the
+same oracle to a smaller fmax gives labels closer to that minimum.
+
+The output is a generator store (``samples.extxyz``, ``hosts.extxyz``,
+``manifest.json``) that every loader reads like the source. Each frame keeps its
+id, unrelaxed positions and provenance; ``relaxed_positions`` becomes the new end
+point and the info records the continuation:
+
+- ``label_fmax``, ``label_steps``, ``label_energy``: the source label's target
+  fmax, FIRE steps and energy;
+- ``steps``, ``wall_time``: totals from the unrelaxed input (source + continuation);
+- ``energy_final``, ``fmax_final``, ``converged``, ``fmax_target``, ``max_steps``:
+  of the continuation.
+
+Hosts are copied unchanged. Finished ids are skipped, so rerunning resumes; a
+folder holds labels of one target fmax only.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+from typing import Iterable
+
+from ase import Atoms
+
+from . import generate as gen
+from .oracle import FMAX, calculator_version, relax
+from .sample import info_matches, unwrap_relaxed
+from .store import append_frames, read_frames
+
+#: default continuation: ten times tighter than the protocol, four times its step cap
+TIGHT_FMAX = 0.001
+TIGHT_STEPS = 4000
+
+
+def _tighten_job(args) -> tuple[Atoms, dict]:
+    frame, fmax, steps = args
+    work = frame.copy()
+    work.positions = frame.arrays["relaxed_positions"]
+    del work.arrays["relaxed_positions"]
+    res = relax(work, gen._CALC, fmax=fmax, steps=steps)
+    return frame, {"positions": unwrap_relaxed(frame, res.positions), "steps": res.steps,
+                   "converged": res.converged, "energy_final": res.energy_final,
+                   "fmax_final": res.fmax_final, "wall_time": res.wall_time}
+
+
+def _record(frame: Atoms, res: dict, fmax: float, steps: int, version: str) -> Atoms:
+    atoms = frame.copy()
+    atoms.arrays["relaxed_positions"] = res["positions"]
+    old = frame.info
+    atoms.info = dict(old)
+    atoms.info.update(
+        label_fmax=float(old.get("fmax_target", FMAX)), label_steps=int(old["steps"]),
+        label_energy=float(old["energy_final"]),
+        steps=int(old["steps"]) + res["steps"], converged=bool(res["converged"]),
+        energy_final=res["energy_final"], fmax_final=res["fmax_final"],
+        fmax_target=fmax, max_steps=steps, calculator_version=version,
+        wall_time=round(float(old.get("wall_time", 0.0)) + res["wall_time"], 3))
+    return atoms
+
+
+def select_frames(src: str | Path, where: Iterable[str] | None = None,
+                  ids: Iterable[str] | None = None) -> tuple[list[Atoms], int]:
+    """Converged source frames matching ``where`` (``KEY=VALUE``) and ``ids``, in store order.
+
+    Returns the frames and how many matching frames were left out because their
+    source relaxation did not converge.
+    """
+    frames = read_frames(Path(src) / gen.SAMPLES)
+    if not frames:
+        raise ValueError(f"{src}: no {gen.SAMPLES} with frames (not a generator store?)")
+    wanted = None if ids is None else {str(i) for i in ids}
+    chosen = [f for f in frames if info_matches(f.info, list(where or []))
+              and (wanted is None or str(f.info.get("id")) in wanted)]
+    good = [f for f in chosen if f.info.get("converged")]
+    return good, len(chosen) - len(good)
+
+
+def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
+            steps: int = TIGHT_STEPS, calculator: str | None = None,
+            where: Iterable[str] | None = None, ids: Iterable[str] | None = None,
+            workers: int = 1, threads: int = 1, limit: int | None = None,
+            progress: bool = True) -> dict:
+    """Continue the selected labels of ``src`` to ``fmax``, writing a store in ``out``.
+
+    Parameters
+    ----------
+    src, out : path
+        Source generator store and output folder (created; resumes if it exists).
+    fmax : float
+        Target maximum force, eV/Å; must be below the source labels' fmax.
+    steps : int
+        FIRE step cap of the continuation.
+    calculator : str, optional
+        The oracle; default (and the only one accepted) is the source's own, so
+        labels from two potentials are never mixed.
+    where, ids : optional
+        Keep frames whose info matches every ``KEY=VALUE``, and whose id is listed.
+    workers, threads, limit, progress
+        As in :func:`~ase_definet.data.generate.generate`.
+
+    Returns
+    -------
+    dict
+        ``selected``, ``already_done``, ``new``, ``not_converged``,
+        ``source_not_converged`` (matching frames left out) and ``wall_time``.
+
+    Raises
+    ------
+    ValueError
+        Same folder for source and output, a calculator other than the source's,
+        an fmax not below the source's, or an output holding another fmax.
+    """
+    src, out = Path(src), Path(out)
+    if out.resolve() == src.resolve():
+        raise ValueError("tighten writes a new store: --out must differ from the source")
+    frames, skipped = select_frames(src, where, ids)
+    names = sorted({str(f.info.get("calculator")) for f in frames})
+    if len(names) > 1:
+        raise ValueError(f"{src}: selected labels come from several oracles {names}; "
+                         "select one with --where calculator=NAME")
+    source_calc = names[0] if names else calculator
+    if calculator is not None and calculator != source_calc:
+        raise ValueError(f"{src}: labels come from {source_calc!r}; continuing them with "
+                         f"{calculator!r} would mix two oracles")
+    calculator = source_calc
+    for f in frames:
+        if fmax >= float(f.info.get("fmax_target", FMAX)):
+            raise ValueError(f"fmax {fmax} is not below the source label's "
+                             f"{f.info.get('fmax_target', FMAX)} ({f.info.get('id')})")
+    out.mkdir(parents=True, exist_ok=True)
+    existing = read_frames(out / gen.SAMPLES, repair=True)
+    held = sorted({float(a.info.get("fmax_target", FMAX)) for a in existing})
+    if held and held != [fmax]:
+        raise ValueError(f"{out} holds labels tightened to fmax {held}, not {fmax}: "
+                         "use another folder")
+    if not (out / gen.HOSTS).exists():
+        append_frames(out / gen.HOSTS, read_frames(src / gen.HOSTS))
+    done = {a.info["id"] for a in existing}
+    todo = [f for f in frames if f.info["id"] not in done]
+    if limit is not None:
+        todo = todo[:limit]
+    summary = {"selected": len(frames), "already_done": len(frames) - len(
+        [f for f in frames if f.info["id"] not in done]), "new": 0, "not_converged": 0,
+        "source_not_converged": skipped}
+    extra = {"tightened": {"source": str(src), "fmax": fmax, "max_steps": steps,
+                           "hosts": "copied from the source unchanged"}}
+    if not todo:
+        gen.write_manifest(out, extra)
+        summary["wall_time"] = 0.0
+        return summary
+    version = calculator_version(calculator)
+    tasks = [(f, fmax, steps) for f in todo]
+    from tqdm.auto import tqdm
+    gen._terminate_cleanly()
+    bar = tqdm(total=len(tasks), disable=not progress, desc=f"tighten to {fmax}",
+               unit="struct", smoothing=0.05)
+    t0 = time.time()
+    pool = None
+    try:
+        if workers <= 0:
+            gen._init_worker(calculator, max(1, threads))
+            results = map(_tighten_job, tasks)
+        else:
+            pool = mp.get_context("spawn").Pool(workers, initializer=gen._init_worker,
+                                                initargs=(calculator, max(1, threads)))
+            results = pool.imap_unordered(_tighten_job, tasks)
+        for frame, res in results:
+            append_frames(out / gen.SAMPLES, [_record(frame, res, fmax, steps, version)])
+            summary["new"] += 1
+            summary["not_converged"] += int(not res["converged"])
+            bar.update(1)
+            bar.set_postfix(steps=res["steps"], nc=summary["not_converged"])
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        gen.write_manifest(out, extra)
+    summary["wall_time"] = round(time.time() - t0, 1)
+    return summary
