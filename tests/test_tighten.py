@@ -69,6 +69,9 @@ def test_refusals(emt_store, tmp_path):
     tighten(emt_store, tmp_path / "c", fmax=0.005, ids=ids, workers=0, progress=False)
     with pytest.raises(ValueError, match="holds labels tightened to fmax"):
         tighten(emt_store, tmp_path / "c", fmax=0.001, ids=ids, workers=0, progress=False)
+    with pytest.raises(ValueError, match="no converged labels match"):
+        tighten(emt_store, tmp_path / "e", where=["defects=nothing"], workers=0,
+                progress=False)
     with pytest.raises(ValueError, match="no samples.extxyz"):
         tighten(tmp_path / "missing", tmp_path / "d", workers=0, progress=False)
 

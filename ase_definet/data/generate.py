@@ -21,10 +21,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from functools import partial
+from typing import Callable, Iterable
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import Calculator
 
 from .defects import DefectConfig, apply_defects, generate_configs
 from .hosts import build_host, host_spec
@@ -115,10 +117,15 @@ def _init_worker(calculator: str, threads: int) -> None:
     _CALC = make_calculator(calculator)
 
 
+def worker_calculator() -> Calculator:
+    """The oracle calculator of this worker process (set up by :func:`run_jobs`)."""
+    return _CALC
+
+
 def _relax_job(args) -> tuple[Job, dict]:
     job, host, fmax, steps = args
     unrelaxed = apply_defects(host, job.sites, job.defects)
-    res = relax(unrelaxed, _CALC, fmax=fmax, steps=steps)
+    res = relax(unrelaxed, worker_calculator(), fmax=fmax, steps=steps)
     out = asdict(res)
     out.update(fmax_target=fmax, max_steps=steps)
     out["unrelaxed"] = unrelaxed
@@ -224,36 +231,53 @@ def generate(out: str | Path, materials: Iterable[str], density: str, count: int
                                              steps=steps)
     tasks = [(j, hosts[j.host_key], fmax, steps) for j in todo]
     summary = {"planned": len(jobs), "already_done": len(jobs) - len([
-        j for j in jobs if j.id not in finished]), "new": 0, "not_converged": 0}
+        j for j in jobs if j.id not in finished])}
+    summary.update(run_jobs(out, tasks, _relax_job,
+                            partial(_record, calculator=calculator, version=version),
+                            calculator, workers, threads, f"relax {density}", progress))
+    return summary
+
+
+def run_jobs(out: Path, tasks: list, work: Callable, record: Callable, calculator: str,
+             workers: int, threads: int, desc: str, progress: bool = True,
+             manifest_extra: dict | None = None) -> dict:
+    """Run oracle ``tasks`` through ``work`` and append ``record(key, result)`` frames.
+
+    ``work`` runs in ``workers`` spawned processes (0: in this one) whose
+    calculator is :func:`worker_calculator`; it returns ``(key, result)`` with
+    ``result["converged"]`` and ``result["steps"]``. The parent is the only writer,
+    and the manifest is rewritten on the way out, after an interruption too.
+    Returns ``new``, ``not_converged`` and ``wall_time``.
+    """
     from tqdm.auto import tqdm
     _terminate_cleanly()
-    bar = tqdm(total=len(tasks), disable=not progress, desc=f"relax {density}",
-               unit="struct", smoothing=0.05)
+    bar = tqdm(total=len(tasks), disable=not progress, desc=desc, unit="struct",
+               smoothing=0.05)
+    counts = {"new": 0, "not_converged": 0}
     t0 = time.time()
+    pool = None
     try:
         if workers <= 0:
             _init_worker(calculator, max(1, threads))
-            results = map(_relax_job, tasks)
-            pool = None
+            results = map(work, tasks)
         else:
-            ctx = mp.get_context("spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker,
-                            initargs=(calculator, max(1, threads)))
-            results = pool.imap_unordered(_relax_job, tasks)
-        for job, res in results:
-            append_frames(out / SAMPLES, [_record(job, res, calculator, version)])
-            summary["new"] += 1
-            summary["not_converged"] += int(not res["converged"])
+            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker,
+                                                initargs=(calculator, max(1, threads)))
+            results = pool.imap_unordered(work, tasks)
+        for key, res in results:
+            append_frames(out / SAMPLES, [record(key, res)])
+            counts["new"] += 1
+            counts["not_converged"] += int(not res["converged"])
             bar.update(1)
-            bar.set_postfix(steps=res["steps"], nc=summary["not_converged"])
+            bar.set_postfix(steps=res["steps"], nc=counts["not_converged"])
     finally:
         bar.close()
-        if workers > 0:
+        if pool is not None:
             pool.terminate()
             pool.join()
-        write_manifest(out)
-    summary["wall_time"] = round(time.time() - t0, 1)
-    return summary
+        write_manifest(out, manifest_extra)
+    counts["wall_time"] = round(time.time() - t0, 1)
+    return counts
 
 
 def _terminate_cleanly() -> None:

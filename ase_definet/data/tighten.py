@@ -21,8 +21,7 @@ folder holds labels of one target fmax only.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
+from functools import partial
 from pathlib import Path
 from typing import Iterable
 
@@ -43,7 +42,7 @@ def _tighten_job(args) -> tuple[Atoms, dict]:
     work = frame.copy()
     work.positions = frame.arrays["relaxed_positions"]
     del work.arrays["relaxed_positions"]
-    res = relax(work, gen._CALC, fmax=fmax, steps=steps)
+    res = relax(work, gen.worker_calculator(), fmax=fmax, steps=steps)
     return frame, {"positions": unwrap_relaxed(frame, res.positions), "steps": res.steps,
                    "converged": res.converged, "energy_final": res.energy_final,
                    "fmax_final": res.fmax_final, "wall_time": res.wall_time}
@@ -117,14 +116,18 @@ def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
         an fmax not below the source's, or an output holding another fmax.
     """
     src, out = Path(src), Path(out)
+    ids = None if ids is None else [str(i) for i in ids]
     if out.resolve() == src.resolve():
         raise ValueError("tighten writes a new store: --out must differ from the source")
     frames, skipped = select_frames(src, where, ids)
+    if not frames:
+        raise ValueError(f"{src}: no converged labels match the selection "
+                         f"(where {list(where or [])}, {'no' if ids is None else len(ids)} ids)")
     names = sorted({str(f.info.get("calculator")) for f in frames})
     if len(names) > 1:
         raise ValueError(f"{src}: selected labels come from several oracles {names}; "
                          "select one with --where calculator=NAME")
-    source_calc = names[0] if names else calculator
+    source_calc = names[0]
     if calculator is not None and calculator != source_calc:
         raise ValueError(f"{src}: labels come from {source_calc!r}; continuing them with "
                          f"{calculator!r} would mix two oracles")
@@ -145,42 +148,17 @@ def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
     todo = [f for f in frames if f.info["id"] not in done]
     if limit is not None:
         todo = todo[:limit]
-    summary = {"selected": len(frames), "already_done": len(frames) - len(
-        [f for f in frames if f.info["id"] not in done]), "new": 0, "not_converged": 0,
-        "source_not_converged": skipped}
+    summary = {"selected": len(frames),
+               "already_done": sum(f.info["id"] in done for f in frames),
+               "source_not_converged": skipped}
     extra = {"tightened": {"source": str(src), "fmax": fmax, "max_steps": steps,
                            "hosts": "copied from the source unchanged"}}
-    if not todo:
+    if not todo:    # nothing to relax: do not start workers (each loads the oracle)
         gen.write_manifest(out, extra)
-        summary["wall_time"] = 0.0
-        return summary
+        return dict(summary, new=0, not_converged=0, wall_time=0.0)
     version = calculator_version(calculator)
-    tasks = [(f, fmax, steps) for f in todo]
-    from tqdm.auto import tqdm
-    gen._terminate_cleanly()
-    bar = tqdm(total=len(tasks), disable=not progress, desc=f"tighten to {fmax}",
-               unit="struct", smoothing=0.05)
-    t0 = time.time()
-    pool = None
-    try:
-        if workers <= 0:
-            gen._init_worker(calculator, max(1, threads))
-            results = map(_tighten_job, tasks)
-        else:
-            pool = mp.get_context("spawn").Pool(workers, initializer=gen._init_worker,
-                                                initargs=(calculator, max(1, threads)))
-            results = pool.imap_unordered(_tighten_job, tasks)
-        for frame, res in results:
-            append_frames(out / gen.SAMPLES, [_record(frame, res, fmax, steps, version)])
-            summary["new"] += 1
-            summary["not_converged"] += int(not res["converged"])
-            bar.update(1)
-            bar.set_postfix(steps=res["steps"], nc=summary["not_converged"])
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-        gen.write_manifest(out, extra)
-    summary["wall_time"] = round(time.time() - t0, 1)
+    summary.update(gen.run_jobs(
+        out, [(f, fmax, steps) for f in todo], _tighten_job,
+        partial(_record, fmax=fmax, steps=steps, version=version), calculator,
+        workers, threads, f"tighten to {fmax}", progress, manifest_extra=extra))
     return summary
