@@ -18,12 +18,20 @@ from typing import Iterable
 from .data.sample import density_of
 
 
-ORACLE_NOTE = (
-    "Labels are CHGNet 0.3.0 relaxations (FIRE, fixed cell, fmax 0.01 eV/Å, host "
-    "pre-relaxed by the same potential), NOT DFT. Expect DFT-relaxed geometries to "
-    "differ from these labels by CHGNet's own error. To train on the real 2DMD DFT "
-    "data: `definet train --data /path/to/2DMD/high_density_defects "
-    "/path/to/2DMD/low_density_defects --out runs/2dmd`, then `definet models --add`.")
+def oracle_note(manifest: dict) -> str:
+    """Where the labels come from, as the data set's manifest records it."""
+    oracle = manifest.get("oracle") or {}
+    calcs = ", ".join(oracle.get("calculators") or ["an unrecorded calculator"])
+    how = (f"{oracle.get('optimizer', 'FIRE')}, fixed cell, fmax {oracle.get('fmax', '?')} "
+           f"eV/Å, host pre-relaxed by the same potential")
+    tightened = manifest.get("tightened")
+    if tightened:
+        how += f"; the labels of {tightened.get('source')} continued to this fmax"
+    return (f"Labels are relaxations with {calcs} ({how}), NOT DFT. Expect DFT-relaxed "
+            "geometries to differ from these labels by the potential's own error. To "
+            "train on the real 2DMD DFT data: `definet train --data "
+            "/path/to/2DMD/high_density_defects /path/to/2DMD/low_density_defects --out "
+            "runs/2dmd`, then `definet models --add`.")
 
 
 def _training_log(run: Path) -> dict:
@@ -81,7 +89,7 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
         "config": ckpt["config"],
         "parameters": sum(v.numel() for v in ckpt["state_dict"].values()),
         **coverage(samples),
-        "oracle": ORACLE_NOTE,
+        "oracle": oracle_note(manifest),
         "data": {"source": str(data), "structures": manifest.get("structures"),
                  "groups": manifest.get("groups"), "split": str(run / "split.json"),
                  "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),

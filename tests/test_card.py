@@ -68,3 +68,13 @@ def test_summary_lists_materials_case_insensitively():
     from ase_definet.card import card_summary
     line = card_summary(["WSe2", "hBN", "MoS2", "BP", "GaSe", "hBN"])
     assert "in BP, GaSe, hBN, MoS2, WSe2;" in line
+
+
+def test_oracle_note_says_what_the_manifest_records():
+    from ase_definet.card import oracle_note
+    note = oracle_note({"oracle": {"calculators": ["chgnet 0.4.2, model 0.3.0"],
+                                   "optimizer": "FIRE", "fmax": 0.001},
+                        "tightened": {"source": "weights/data/chgnet-2dmd"}})
+    assert "chgnet 0.4.2, model 0.3.0" in note and "fmax 0.001 eV/Å" in note
+    assert "weights/data/chgnet-2dmd continued to this fmax" in note
+    assert "NOT DFT" in oracle_note({}) and "unrecorded" in oracle_note({})

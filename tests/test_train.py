@@ -261,6 +261,9 @@ def test_card_scope_leaves_out_excluded_samples(emt_store, tmp_path):
     assert "Au_Cu" not in card["defects"] and card["hosts"] == ["Cu"]
     assert card["data"]["excluded"] == [f"id={i}" for i in with_au]
     assert samples[0].group.partition("/")[0] in card["summary"]
+    # bug: the oracle note named CHGNet and fmax 0.01 whatever the data said
+    assert "EMT" in card["oracle"] and "CHGNet" not in card["oracle"]
+    assert "fmax 0.01 eV/Å" in card["oracle"] and "NOT DFT" in card["oracle"]
 
 
 def test_input_noise_moves_starts_not_relaxed_structures(emt_store, tmp_path):
