@@ -156,3 +156,30 @@ def test_host_from_2dmd_unit_cell(pilot):
     m = match_host(atoms, host)
     assert len(m.vacancies) + len(m.substitutions) == len(desc)
     np.testing.assert_allclose(host.cell.array, atoms.cell.array, atol=1e-4)
+
+
+def test_manifest_kept_current_during_a_run(tmp_path, monkeypatch):
+    """A run killed hard leaves a manifest at most MANIFEST_EVERY stale (it was left
+    at the previous run's count after a SIGKILL); a resumed run rewrites it first."""
+    import ase_definet.data.generate as gen
+    cu_host_spec()
+    manifest = tmp_path / "manifest.json"
+    seen = []
+    relax_job = gen._relax_job
+
+    def spying(args):
+        seen.append(json.loads(manifest.read_text())["structures"])
+        return relax_job(args)
+
+    monkeypatch.setattr(gen, "_relax_job", spying)
+    monkeypatch.setattr(gen, "MANIFEST_EVERY", 0.0)
+    generate(tmp_path, ["Cu-fcc"], "low", 3, supercell=(2, 2, 2), calculator="emt",
+             workers=0, progress=False, seed=5)
+    assert seen == [0, 1, 2]
+    monkeypatch.setattr(gen, "MANIFEST_EVERY", 1e9)
+    manifest.write_text(json.dumps({"structures": -1}))   # stale, as a kill leaves it
+    seen.clear()
+    generate(tmp_path, ["Cu-fcc"], "low", 5, supercell=(2, 2, 2), calculator="emt",
+             workers=0, progress=False, seed=5)
+    assert seen == [3, 3]
+    assert json.loads(manifest.read_text())["structures"] == 5

@@ -37,6 +37,7 @@ from .store import append_frames, read_frames
 SAMPLES = "samples.extxyz"
 HOSTS = "hosts.extxyz"
 MANIFEST = "manifest.json"
+MANIFEST_EVERY = 300.0  # seconds between manifest rewrites during a run
 
 
 def defect_string(defects) -> str:
@@ -240,21 +241,26 @@ def generate(out: str | Path, materials: Iterable[str], density: str, count: int
 
 def run_jobs(out: Path, tasks: list, work: Callable, record: Callable, calculator: str,
              workers: int, threads: int, desc: str, progress: bool = True,
-             manifest_extra: dict | None = None) -> dict:
+             manifest_extra: dict | None = None,
+             manifest_every: float | None = None) -> dict:
     """Run oracle ``tasks`` through ``work`` and append ``record(key, result)`` frames.
 
     ``work`` runs in ``workers`` spawned processes (0: in this one) whose
     calculator is :func:`worker_calculator`; it returns ``(key, result)`` with
     ``result["converged"]`` and ``result["steps"]``. The parent is the only writer,
-    and the manifest is rewritten on the way out, after an interruption too.
-    Returns ``new``, ``not_converged`` and ``wall_time``.
+    and the manifest is rewritten at the start (a store a killed run left behind
+    is summarised again), every ``manifest_every`` seconds while frames arrive (a
+    SIGKILL leaves it at most that stale) and on the way out, after an
+    interruption too. Returns ``new``, ``not_converged`` and ``wall_time``.
     """
     from tqdm.auto import tqdm
     _terminate_cleanly()
     bar = tqdm(total=len(tasks), disable=not progress, desc=desc, unit="struct",
                smoothing=0.05)
     counts = {"new": 0, "not_converged": 0}
-    t0 = time.time()
+    every = MANIFEST_EVERY if manifest_every is None else manifest_every
+    t0 = last_manifest = time.time()
+    write_manifest(out, manifest_extra)
     pool = None
     try:
         if workers <= 0:
@@ -270,6 +276,9 @@ def run_jobs(out: Path, tasks: list, work: Callable, record: Callable, calculato
             counts["not_converged"] += int(not res["converged"])
             bar.update(1)
             bar.set_postfix(steps=res["steps"], nc=counts["not_converged"])
+            if time.time() - last_manifest >= every:
+                write_manifest(out, manifest_extra)
+                last_manifest = time.time()
     finally:
         bar.close()
         if pool is not None:
