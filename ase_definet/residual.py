@@ -31,6 +31,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from .card import fmt_num
+from .data.heap import keep_freed_memory
 from .data.sample import Sample
 
 FMAX = 0.05
@@ -127,7 +128,10 @@ def _predicted_atoms(predictor, samples: list[Sample]) -> tuple[list[Atoms], flo
 _WORKER: dict = {}
 
 
-def _init_worker(calculator: CalculatorLike, device: str, threads: int | None) -> None:
+def _init_worker(calculator: CalculatorLike, device: str, threads: int | None,
+                 own_process: bool = False) -> None:
+    if own_process:     # a spawned worker's heap is ours to tune; a caller's is not
+        keep_freed_memory()
     if threads:
         import torch
         torch.set_num_threads(threads)
@@ -216,7 +220,7 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
     if workers > 0 and tasks:
         import multiprocessing as mp
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker,
-                                            initargs=(calculator, device, 1))
+                                            initargs=(calculator, device, 1, True))
         results = pool.imap_unordered(_relax_pair, tasks)
     else:
         pool = None

@@ -48,7 +48,9 @@ _WORKER: dict = {}
 def _init(calculator: str) -> None:
     import torch
     torch.set_num_threads(1)
+    from ase_definet.data.heap import keep_freed_memory
     from ase_definet.data.oracle import make_calculator
+    keep_freed_memory()
     _WORKER["calc"] = make_calculator(calculator)
 
 

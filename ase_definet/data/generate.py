@@ -30,6 +30,7 @@ from ase.calculators.calculator import Calculator
 
 from .defects import DefectConfig, apply_defects, generate_configs
 from .hosts import build_host, host_spec
+from .heap import keep_freed_memory
 from .oracle import FMAX, MAX_STEPS, calculator_version, make_calculator, relax
 from .sample import unwrap_relaxed
 from .store import append_frames, read_frames
@@ -111,9 +112,11 @@ def _job(key: str, cfg: DefectConfig, tag: str, i: int, seed: int) -> Job:
 _CALC = None
 
 
-def _init_worker(calculator: str, threads: int) -> None:
+def _init_worker(calculator: str, threads: int, own_process: bool = False) -> None:
     global _CALC
     import torch
+    if own_process:     # a spawned worker's heap is ours to tune; a caller's is not
+        keep_freed_memory()
     torch.set_num_threads(threads)
     _CALC = make_calculator(calculator)
 
@@ -268,7 +271,7 @@ def run_jobs(out: Path, tasks: list, work: Callable, record: Callable, calculato
             results = map(work, tasks)
         else:
             pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker,
-                                                initargs=(calculator, max(1, threads)))
+                                                initargs=(calculator, max(1, threads), True))
             results = pool.imap_unordered(work, tasks)
         for key, res in results:
             append_frames(out / SAMPLES, [record(key, res)])
