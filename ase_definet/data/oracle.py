@@ -20,10 +20,37 @@ FMAX = 0.01
 MAX_STEPS = 1000
 
 
+def chgnet_task(properties: list[str] | None) -> str:
+    """CHGNet prediction task that covers ``properties`` and nothing more.
+
+    Energy and forces always come together (every caller here needs forces, and the
+    energy is the forward pass they are differentiated from); stress and magnetic
+    moments only when asked for. ``None`` means everything, as in ASE.
+    """
+    props = set(properties if properties is not None else ["stress", "magmoms"])
+    if "magmoms" in props:
+        return "efsm"  # CHGNet has no "efm" task
+    return "efs" if "stress" in props else "ef"
+
+
 def _chgnet(device: str = "cpu") -> Calculator:
     from chgnet.model import CHGNet, CHGNetCalculator
+
+    class OnDemandCHGNetCalculator(CHGNetCalculator):
+        """CHGNet computing only what ASE asks for.
+
+        The stock calculator always runs task ``"efsm"``; its stress is a second
+        backward pass through the whole graph, about a third of a step's time, which
+        a fixed-cell relaxation throws away. Energies and forces are bit-identical.
+        """
+
+        def calculate(self, atoms=None, properties=None, system_changes=None,
+                      task=None) -> None:
+            super().calculate(atoms, properties, system_changes,
+                              task=task or chgnet_task(properties))
+
     model = CHGNet.load(model_name="0.3.0", use_device=device, verbose=False)
-    return CHGNetCalculator(model=model, use_device=device)
+    return OnDemandCHGNetCalculator(model=model, use_device=device)
 
 
 def _sevenn(device: str = "cpu") -> Calculator:
