@@ -31,7 +31,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from .card import fmt_num
-from .data.heap import keep_freed_memory
+from .data.worker import tune_worker
 from .data.sample import Sample
 
 FMAX = 0.05
@@ -130,8 +130,8 @@ _WORKER: dict = {}
 
 def _init_worker(calculator: CalculatorLike, device: str, threads: int | None,
                  own_process: bool = False) -> None:
-    if own_process:     # a spawned worker's heap is ours to tune; a caller's is not
-        keep_freed_memory()
+    if own_process:     # a spawned worker's process is ours to tune; a caller's is not
+        tune_worker()
     if threads:
         import torch
         torch.set_num_threads(threads)

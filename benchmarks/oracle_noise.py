@@ -48,9 +48,9 @@ _WORKER: dict = {}
 def _init(calculator: str) -> None:
     import torch
     torch.set_num_threads(1)
-    from ase_definet.data.heap import keep_freed_memory
+    from ase_definet.data.worker import tune_worker
     from ase_definet.data.oracle import make_calculator
-    keep_freed_memory()
+    tune_worker()
     _WORKER["calc"] = make_calculator(calculator)
 
 

@@ -23,17 +23,27 @@ def test_unknown_calculator_is_a_clear_error():
         make_calculator("no_such_module_xyz:factory")
 
 
-def test_on_demand_chgnet_matches_the_stock_calculator():
-    pytest.importorskip("chgnet")
-    import torch
+def _mos2_vacancy():
     from ase.build import mx2
-    from chgnet.model import CHGNetCalculator
-    torch.set_num_threads(1)
     atoms = mx2("MoS2", a=3.19, thickness=3.13, size=(3, 3, 1), vacuum=8.0)
     atoms.pbc = True
     del atoms[4]                                   # an S vacancy
     atoms.rattle(0.05, seed=1)
-    ours = make_calculator("chgnet")
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def chgnet_calc():
+    pytest.importorskip("chgnet")
+    import torch
+    torch.set_num_threads(1)
+    return make_calculator("chgnet")
+
+
+def test_on_demand_chgnet_matches_the_stock_calculator(chgnet_calc):
+    from chgnet.model import CHGNetCalculator
+    atoms = _mos2_vacancy()
+    ours = chgnet_calc
     stock = CHGNetCalculator(model=ours.model, use_device="cpu")
 
     a, b = atoms.copy(), atoms.copy()
@@ -48,3 +58,22 @@ def test_on_demand_chgnet_matches_the_stock_calculator():
     a.positions[0] += 0.1                          # a change recomputes forces only
     a.get_forces()
     assert "stress" not in ours.results
+
+
+def test_flushing_subnormals_leaves_chgnet_trajectories_bit_identical(chgnet_calc):
+    """What worker.tune_worker does to a worker must not change its labels."""
+    import torch
+    from ase.optimize import FIRE
+    ends = []
+    try:
+        for flush in (False, True):
+            torch.set_flush_denormal(flush)
+            atoms = _mos2_vacancy()
+            chgnet_calc.reset()
+            atoms.calc = chgnet_calc
+            FIRE(atoms, logfile=None).run(fmax=0.0, steps=8)
+            ends.append((atoms.positions.copy(), atoms.get_potential_energy()))
+    finally:
+        torch.set_flush_denormal(False)
+    np.testing.assert_array_equal(ends[0][0], ends[1][0])
+    assert ends[0][1] == ends[1][1]

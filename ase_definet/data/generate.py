@@ -30,10 +30,10 @@ from ase.calculators.calculator import Calculator
 
 from .defects import DefectConfig, apply_defects, generate_configs
 from .hosts import build_host, host_spec
-from .heap import keep_freed_memory
 from .oracle import FMAX, MAX_STEPS, calculator_version, make_calculator, relax
 from .sample import unwrap_relaxed
 from .store import append_frames, read_frames
+from .worker import tune_worker
 
 SAMPLES = "samples.extxyz"
 HOSTS = "hosts.extxyz"
@@ -115,8 +115,8 @@ _CALC = None
 def _init_worker(calculator: str, threads: int, own_process: bool = False) -> None:
     global _CALC
     import torch
-    if own_process:     # a spawned worker's heap is ours to tune; a caller's is not
-        keep_freed_memory()
+    if own_process:     # a spawned worker's process is ours to tune; a caller's is not
+        tune_worker()
     torch.set_num_threads(threads)
     _CALC = make_calculator(calculator)
 
