@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
               f"| {'bit-identical' if all(r['end'] == ref for r in rows) else 'differs'} |")
     tuned = [r["accepted"] for arm in arms if arm != "stock" for r in results[arm]]
     if tuned:
-        print(f"mallopt accepted: {all(tuned)}")
+        print(f"worker settings accepted (mallopt; flush-to-zero in ftz): {all(tuned)}")
 
 
 if __name__ == "__main__":

@@ -26,4 +26,5 @@ def test_worker_arms_match_the_stock_calculator_bit_for_bit():
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith(("| stock", "| ftz"))]
     assert len(rows) == 2 and all(r.rstrip().endswith("| bit-identical |") for r in rows)
-    assert "mallopt accepted: True" in out.stdout or sys.platform != "linux"
+    assert ("worker settings accepted (mallopt; flush-to-zero in ftz): True" in out.stdout
+            or sys.platform != "linux")

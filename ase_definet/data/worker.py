@@ -7,8 +7,9 @@ measures both, ``tests/test_oracle.py`` checks trajectories stay bit-identical):
 
 - glibc keeps freed memory in the heap (:func:`.heap.keep_freed_memory`);
 - subnormal floats are flushed to zero (``torch.set_flush_denormal``): CHGNet's
-  smooth cutoffs produce values below 1e-38, and every op touching them takes the
-  CPU's slow path, while their contribution is below float32 resolution.
+  forward and backward passes produce values below 1e-38 (which ops, not traced),
+  every op touching them takes the CPU's slow path, and their contribution is
+  below float32 resolution.
 
 A caller's own process is never changed: these are set only in pool workers.
 """
