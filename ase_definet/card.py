@@ -22,11 +22,17 @@ def oracle_note(manifest: dict) -> str:
     """Where the labels come from, as the data set's manifest records it."""
     oracle = manifest.get("oracle") or {}
     calcs = ", ".join(oracle.get("calculators") or ["an unrecorded calculator"])
-    how = (f"{oracle.get('optimizer', 'FIRE')}, fixed cell, fmax {oracle.get('fmax', '?')} "
-           f"eV/Å, host pre-relaxed by the same potential")
+    optimizer = oracle.get("optimizer", "FIRE")
+    if isinstance(optimizer, dict):  # a store whose labels came from several optimizers
+        optimizer = " or ".join(f"{name} ({n:,} labels)" for name, n in optimizer.items())
     tightened = manifest.get("tightened")
     if tightened:
-        how += f"; the labels of {tightened.get('source')} continued to this fmax"
+        how = (f"the labels of {tightened.get('source')} continued with {optimizer} to "
+               f"fmax {oracle.get('fmax', '?')} eV/Å, fixed cell, host pre-relaxed by the "
+               "same potential")
+    else:
+        how = (f"{optimizer}, fixed cell, fmax {oracle.get('fmax', '?')} eV/Å, host "
+               f"pre-relaxed by the same potential")
     return (f"Labels are relaxations with {calcs} ({how}), NOT DFT. Expect DFT-relaxed "
             "geometries to differ from these labels by the potential's own error. To "
             "train on the real 2DMD DFT data: `definet train --data "

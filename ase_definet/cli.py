@@ -37,7 +37,7 @@ def _cmd_tighten(args) -> int:
         split = read_split(args.split_file)
         ids = [i for name in args.subset for i in split[name]]
     summary = tighten(args.source, args.out, fmax=args.fmax, steps=args.steps,
-                      calculator=args.calculator, where=args.where, ids=ids,
+                      optimizer=args.optimizer, calculator=args.calculator, where=args.where, ids=ids,
                       workers=args.workers, threads=args.threads, limit=args.limit,
                       progress=not args.quiet)
     print(json.dumps(summary))
@@ -221,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("source", help="generator store folder")
     t.add_argument("--out", required=True, help="output folder (resumes if it exists)")
     t.add_argument("--fmax", type=float, default=0.001, help="eV/Å (default 0.001)")
-    t.add_argument("--steps", type=int, default=4000, help="FIRE step cap of the continuation")
+    t.add_argument("--steps", type=int, default=4000, help="step cap of the continuation")
+    t.add_argument("--optimizer", default="FIRE",
+                   help="ASE optimizer of the continuation (default FIRE, the protocol's)")
     t.add_argument("--calculator", default=None,
                    help="the source's oracle (default; another one is refused)")
     t.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",

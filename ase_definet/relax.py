@@ -19,18 +19,9 @@ from ase.optimize.optimize import DEFAULT_MAX_STEPS, BaseDynamics
 from .checks import MAX_DISPLACEMENT, MIN_DISTANCE_FRACTION, check_prediction
 from .inference import Predictor, marker_counts
 from .match import DEFAULT_TOLERANCE
+from .optimizers import optimizer_class
 
 POLICIES = ("keep", "revert", "calculator")
-
-
-def _optimizer_class(optimizer):
-    if isinstance(optimizer, str):
-        import ase.optimize
-        try:
-            return getattr(ase.optimize, optimizer)
-        except AttributeError as err:
-            raise ValueError(f"unknown ASE optimizer {optimizer!r}") from err
-    return optimizer
 
 
 class DefiNetRelaxer(BaseDynamics):
@@ -87,7 +78,7 @@ class DefiNetRelaxer(BaseDynamics):
             model, device=device, strict=strict, deterministic=deterministic)
         self.trajectory_path = None if trajectory is None else Path(trajectory)
         self.append_trajectory = append_trajectory
-        self.optimizer_class = _optimizer_class(optimizer)
+        self.optimizer_class = optimizer_class(optimizer)
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self.tolerance = tolerance
         self.on_violation = on_violation

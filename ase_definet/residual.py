@@ -33,6 +33,7 @@ from ase.calculators.calculator import Calculator
 from .card import fmt_num
 from .data.worker import tune_worker
 from .data.sample import Sample
+from .optimizers import optimizer_class
 
 FMAX = 0.05
 MAX_STEPS = 1000
@@ -87,11 +88,10 @@ def relax_to_thresholds(atoms: Atoms, calc: Calculator, fmax: float | Sequence[f
         "wall_time": s}``; a threshold not reached within the cap has
         ``converged = False`` and the cap and end state of the run.
     """
-    from .relax import _optimizer_class
     work = atoms.copy()
     work.calc = calc
     targets = _thresholds(fmax)
-    opt = _optimizer_class(optimizer)(work, logfile=None)
+    opt = optimizer_class(optimizer)(work, logfile=None)
     out: dict = {}
     t0 = time.perf_counter()
     for _ in opt.irun(fmax=targets[-1], steps=steps):

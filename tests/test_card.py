@@ -76,5 +76,11 @@ def test_oracle_note_says_what_the_manifest_records():
                                    "optimizer": "FIRE", "fmax": 0.001},
                         "tightened": {"source": "weights/data/chgnet-2dmd"}})
     assert "chgnet 0.4.2, model 0.3.0" in note and "fmax 0.001 eV/Å" in note
-    assert "weights/data/chgnet-2dmd continued to this fmax" in note
+    assert "weights/data/chgnet-2dmd continued with FIRE to fmax 0.001" in note
     assert "NOT DFT" in oracle_note({}) and "unrecorded" in oracle_note({})
+    mixed = oracle_note({"oracle": {"calculators": ["c"], "fmax": 0.001,
+                                    "optimizer": {"BFGS": 1684, "FIRE": 735}},
+                         "tightened": {"source": "s"}})
+    assert "continued with BFGS (1,684 labels) or FIRE (735 labels) to fmax 0.001" in mixed
+    plain = oracle_note({"oracle": {"calculators": ["c"], "optimizer": "FIRE", "fmax": 0.01}})
+    assert "(FIRE, fixed cell, fmax 0.01 eV/Å" in plain

@@ -80,6 +80,14 @@ def test_irun_and_step_cap(net):
     assert flags[-1] is False and r.nsteps == 3
 
 
+@pytest.mark.parametrize("name", ["Newton", "bfgs", "optimize"])
+def test_unknown_optimizer_is_refused(net, name):
+    # "bfgs" and "optimize" are modules of ase.optimize, not optimizer classes
+    atoms, host = cu_defect()
+    with pytest.raises(ValueError, match=f"unknown ASE optimizer '{name}'"):
+        DefiNetRelaxer(atoms, host=host, model=net, logfile=None, optimizer=name)
+
+
 def test_constraints_honoured(net):
     atoms, host = cu_defect()
     fixed = [1, 2, 3]

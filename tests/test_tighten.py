@@ -35,7 +35,8 @@ def test_tightened_labels_are_lower_and_keep_their_inputs(emt_store, tmp_path):
                                   - old.arrays["relaxed_positions"]).max())
     assert moved > 1e-4                     # the labels did move on
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["oracle"]["fmax"] == 0.001
+    assert manifest["oracle"]["fmax"] == 0.001 and manifest["oracle"]["optimizer"] == "FIRE"
+    assert {(f.info["optimizer"], f.info["label_optimizer"]) for f in new} == {("FIRE", "FIRE")}
     assert manifest["tightened"]["source"] == str(emt_store)
     # the loaders read it like any store; hosts came along unchanged
     loaded = load_store(out)
@@ -58,7 +59,33 @@ def test_ids_limit_and_resume(emt_store, tmp_path):
     assert sorted(f.info["id"] for f in read_frames(out / "samples.extxyz")) == sorted(ids)
 
 
+def test_optimizer_is_recorded_per_label_and_ends_at_the_same_minimum(emt_store, tmp_path):
+    """Labels continued with BFGS and FIRE into one store: each frame says which, the
+    manifest counts both, and the two reach the same minimum (EMT, fmax 1e-4)."""
+    ids = [f.info["id"] for f in read_frames(emt_store / "samples.extxyz")][:4]
+    out = tmp_path / "mixed"
+    tighten(emt_store, out, fmax=1e-4, ids=ids[:2], workers=0, progress=False)
+    tighten(emt_store, out, fmax=1e-4, ids=ids[2:], optimizer="BFGS", workers=0,
+            progress=False)
+    frames = {f.info["id"]: f for f in read_frames(out / "samples.extxyz")}
+    assert [frames[i].info["optimizer"] for i in ids] == ["FIRE", "FIRE", "BFGS", "BFGS"]
+    assert json.loads((out / "manifest.json").read_text())["oracle"]["optimizer"] == \
+        {"BFGS": 2, "FIRE": 2}
+    fire = tighten(emt_store, tmp_path / "fire", fmax=1e-4, ids=ids[2:], workers=0,
+                   progress=False)
+    assert fire["new"] == 2
+    for f in read_frames(tmp_path / "fire" / "samples.extxyz"):
+        b = frames[f.info["id"]]
+        assert b.info["converged"] and f.info["converged"]
+        np.testing.assert_allclose(b.arrays["relaxed_positions"],
+                                   f.arrays["relaxed_positions"], atol=2e-3)
+        assert abs(b.info["energy_final"] - f.info["energy_final"]) < 1e-4
+
+
 def test_refusals(emt_store, tmp_path):
+    with pytest.raises(ValueError, match="unknown ASE optimizer 'Newton'"):
+        tighten(emt_store, tmp_path / "n", optimizer="Newton", workers=0, progress=False)
+    assert not (tmp_path / "n").exists()
     with pytest.raises(ValueError, match="must differ"):
         tighten(emt_store, emt_store, workers=0, progress=False)
     with pytest.raises(ValueError, match="mix two oracles"):

@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from functools import partial
@@ -30,7 +31,8 @@ from ase.calculators.calculator import Calculator
 
 from .defects import DefectConfig, apply_defects, generate_configs
 from .hosts import build_host, host_spec
-from .oracle import FMAX, MAX_STEPS, calculator_version, make_calculator, relax
+from .oracle import (FMAX, MAX_STEPS, OPTIMIZER, calculator_version, make_calculator,
+                     relax)
 from .sample import unwrap_relaxed
 from .store import append_frames, read_frames
 from .worker import tune_worker
@@ -326,13 +328,18 @@ def write_manifest(out: str | Path, extra: dict | None = None) -> dict:
     # frames written before fmax_target/max_steps were recorded used the defaults
     fmaxes = sorted({float(a.info.get("fmax_target", FMAX)) for a in frames}) or [FMAX]
     caps = sorted({int(a.info.get("max_steps", MAX_STEPS)) for a in frames}) or [MAX_STEPS]
+    # labels written before the optimizer was recorded used the protocol's
+    optimizers = Counter(str(a.info.get("optimizer", OPTIMIZER)) for a in frames)
+    # one name, or labels per optimizer when a store holds several
+    optimizer = (dict(sorted(optimizers.items())) if len(optimizers) > 1
+                 else next(iter(optimizers), OPTIMIZER))
     manifest = {
         "format": "ase_definet extxyz store v1",
         "samples": SAMPLES, "hosts": HOSTS,
         "structures": len(frames),
         "converged": sum(int(bool(a.info["converged"])) for a in frames),
         "groups": dict(sorted(groups.items())),
-        "oracle": {"calculators": calcs, "optimizer": "FIRE",
+        "oracle": {"calculators": calcs, "optimizer": optimizer,
                    "fmax": fmaxes[0] if len(fmaxes) == 1 else fmaxes,
                    "max_steps": caps[0] if len(caps) == 1 else caps, "cell": "fixed",
                    "host": "pre-relaxed by the same oracle, positions only"},

@@ -14,10 +14,12 @@ from typing import Callable
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
-from ase.optimize import FIRE
+
+from ..optimizers import optimizer_class
 
 FMAX = 0.01
 MAX_STEPS = 1000
+OPTIMIZER = "FIRE"
 
 
 def chgnet_task(properties: list[str] | None) -> str:
@@ -125,13 +127,16 @@ class RelaxResult:
 
 
 def relax(atoms: Atoms, calc: Calculator, fmax: float = FMAX,
-          steps: int = MAX_STEPS) -> RelaxResult:
-    """Relax positions with FIRE at fixed cell; ``atoms`` is left untouched."""
+          steps: int = MAX_STEPS, optimizer: str | type = OPTIMIZER) -> RelaxResult:
+    """Relax positions at fixed cell; ``atoms`` is left untouched.
+
+    ``optimizer`` is an ASE optimizer (name or class); the protocol's is FIRE.
+    """
     work = atoms.copy()
     work.calc = calc
     t0 = time.perf_counter()
     e0 = float(work.get_potential_energy())
-    opt = FIRE(work, logfile=None)
+    opt = optimizer_class(optimizer)(work, logfile=None)
     converged = bool(opt.run(fmax=fmax, steps=steps))
     forces = work.get_forces()
     return RelaxResult(

@@ -10,8 +10,10 @@ The output is a generator store (``samples.extxyz``, ``hosts.extxyz``,
 id, unrelaxed positions and provenance; ``relaxed_positions`` becomes the new end
 point and the info records the continuation:
 
-- ``label_fmax``, ``label_steps``, ``label_energy``: the source label's target
-  fmax, FIRE steps and energy;
+- ``label_fmax``, ``label_steps``, ``label_energy``, ``label_optimizer``: the
+  source label's target fmax, steps, energy and optimizer;
+- ``optimizer``: the ASE optimizer of the continuation (FIRE by default, as the
+  protocol; frames continued before it was recorded used FIRE);
 - ``steps``, ``wall_time``: totals from the unrelaxed input (source + continuation);
 - ``energy_final``, ``fmax_final``, ``converged``, ``fmax_target``, ``max_steps``:
   of the continuation.
@@ -27,8 +29,9 @@ from typing import Iterable
 
 from ase import Atoms
 
+from ..optimizers import optimizer_class
 from . import generate as gen
-from .oracle import FMAX, calculator_version, relax
+from .oracle import FMAX, OPTIMIZER, calculator_version, relax
 from .sample import info_matches, unwrap_relaxed
 from .store import append_frames, read_frames
 
@@ -38,17 +41,18 @@ TIGHT_STEPS = 4000
 
 
 def _tighten_job(args) -> tuple[Atoms, dict]:
-    frame, fmax, steps = args
+    frame, fmax, steps, optimizer = args
     work = frame.copy()
     work.positions = frame.arrays["relaxed_positions"]
     del work.arrays["relaxed_positions"]
-    res = relax(work, gen.worker_calculator(), fmax=fmax, steps=steps)
+    res = relax(work, gen.worker_calculator(), fmax=fmax, steps=steps, optimizer=optimizer)
     return frame, {"positions": unwrap_relaxed(frame, res.positions), "steps": res.steps,
                    "converged": res.converged, "energy_final": res.energy_final,
                    "fmax_final": res.fmax_final, "wall_time": res.wall_time}
 
 
-def _record(frame: Atoms, res: dict, fmax: float, steps: int, version: str) -> Atoms:
+def _record(frame: Atoms, res: dict, fmax: float, steps: int, optimizer: str,
+            version: str) -> Atoms:
     atoms = frame.copy()
     atoms.arrays["relaxed_positions"] = res["positions"]
     old = frame.info
@@ -56,6 +60,7 @@ def _record(frame: Atoms, res: dict, fmax: float, steps: int, version: str) -> A
     atoms.info.update(
         label_fmax=float(old.get("fmax_target", FMAX)), label_steps=int(old["steps"]),
         label_energy=float(old["energy_final"]),
+        label_optimizer=str(old.get("optimizer", OPTIMIZER)), optimizer=optimizer,
         steps=int(old["steps"]) + res["steps"], converged=bool(res["converged"]),
         energy_final=res["energy_final"], fmax_final=res["fmax_final"],
         fmax_target=fmax, max_steps=steps, calculator_version=version,
@@ -81,7 +86,8 @@ def select_frames(src: str | Path, where: Iterable[str] | None = None,
 
 
 def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
-            steps: int = TIGHT_STEPS, calculator: str | None = None,
+            steps: int = TIGHT_STEPS, optimizer: str = OPTIMIZER,
+            calculator: str | None = None,
             where: Iterable[str] | None = None, ids: Iterable[str] | None = None,
             workers: int = 1, threads: int = 1, limit: int | None = None,
             progress: bool = True) -> dict:
@@ -94,7 +100,10 @@ def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
     fmax : float
         Target maximum force, eV/Å; must be below the source labels' fmax.
     steps : int
-        FIRE step cap of the continuation.
+        Step cap of the continuation.
+    optimizer : str
+        ASE optimizer of the continuation, by name (default FIRE, the protocol's).
+        It may differ between runs into one folder; each frame records its own.
     calculator : str, optional
         The oracle; default (and the only one accepted) is the source's own, so
         labels from two potentials are never mixed.
@@ -113,9 +122,11 @@ def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
     ------
     ValueError
         Same folder for source and output, a calculator other than the source's,
-        an fmax not below the source's, or an output holding another fmax.
+        an fmax not below the source's, an output holding another fmax, or an
+        unknown optimizer.
     """
     src, out = Path(src), Path(out)
+    optimizer = optimizer_class(optimizer).__name__  # unknown names fail before any work
     ids = None if ids is None else [str(i) for i in ids]
     if out.resolve() == src.resolve():
         raise ValueError("tighten writes a new store: --out must differ from the source")
@@ -158,7 +169,8 @@ def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
         return dict(summary, new=0, not_converged=0, wall_time=0.0)
     version = calculator_version(calculator)
     summary.update(gen.run_jobs(
-        out, [(f, fmax, steps) for f in todo], _tighten_job,
-        partial(_record, fmax=fmax, steps=steps, version=version), calculator,
-        workers, threads, f"tighten to {fmax}", progress, manifest_extra=extra))
+        out, [(f, fmax, steps, optimizer) for f in todo], _tighten_job,
+        partial(_record, fmax=fmax, steps=steps, optimizer=optimizer, version=version),
+        calculator, workers, threads, f"tighten to {fmax} ({optimizer})", progress,
+        manifest_extra=extra))
     return summary
