@@ -4,7 +4,8 @@ The relabel (``definet tighten``) continues each protocol label from fmax 0.01 t
 fmax 0.001 with FIRE. This script continues the same labels again with another ASE
 optimizer (BFGS by default) and compares, structure by structure, with the FIRE
 continuation already in the tightened store: continuation steps, distance between
-the two end points (mean and max over atoms, Å) and energy difference (meV). Each
+the two end points (mean and max over atoms, Å; the mean split into its part along
+the sheet normal and in plane) and energy difference (meV). Each
 group's mean end-point distance is set against the shipped model's MAE on that
 group (a ``definet evaluate`` report against the continued labels), because a label
 difference far below the model's error changes nothing a model can learn.
@@ -56,8 +57,10 @@ def compare(tight: Path, other: Path, ids: list[str]) -> list[dict]:
     rows = []
     for sid in ids:
         fa, fb = a[sid], b[sid]
-        d = np.linalg.norm(fb.arrays["relaxed_positions"] - fa.arrays["relaxed_positions"],
-                           axis=1)
+        diff = fb.arrays["relaxed_positions"] - fa.arrays["relaxed_positions"]
+        d = np.linalg.norm(diff, axis=1)
+        normal = np.cross(fa.cell[0], fa.cell[1])
+        along = diff @ (normal / np.linalg.norm(normal))   # along the sheet normal
         rows.append({
             "id": sid, "group": f"{fa.info['material']}/{fa.info['density']}",
             "atoms": len(fa),
@@ -66,6 +69,9 @@ def compare(tight: Path, other: Path, ids: list[str]) -> list[dict]:
             "converged_new": bool(fb.info["converged"]),
             "fmax_new": float(fb.info["fmax_final"]),
             "distance_mean": float(d.mean()), "distance_max": float(d.max()),
+            "distance_normal_mean": float(np.abs(along).mean()),
+            "distance_inplane_mean": float(np.linalg.norm(
+                diff - np.outer(along, normal / np.linalg.norm(normal)), axis=1).mean()),
             "denergy_meV": 1000 * (float(fb.info["energy_final"])
                                    - float(fa.info["energy_final"])),
         })
@@ -81,11 +87,14 @@ def verdict(rows: list[dict], model_mae: dict[str, float], step_ratio: float = 0
     per_group = {}
     for g, rs in sorted(groups.items()):
         dist = float(np.mean([r["distance_mean"] for r in rs]))
+        normal = float(np.mean([r.get("distance_normal_mean", np.nan) for r in rs]))
+        inplane = float(np.mean([r.get("distance_inplane_mean", np.nan) for r in rs]))
         per_group[g] = {
             "n": len(rs), "steps_ref": int(sum(r["steps_ref"] for r in rs)),
             "steps_new": int(sum(r["steps_new"] for r in rs)),
             "distance_mean": dist,
             "distance_max": float(max(r["distance_max"] for r in rs)),
+            "distance_normal_mean": normal, "distance_inplane_mean": inplane,
             "max_abs_denergy_meV": float(max(abs(r["denergy_meV"]) for r in rs)),
             "model_mae": model_mae.get(g),
             "distance_share_of_model_mae": (dist / model_mae[g]) if g in model_mae else None,
@@ -106,20 +115,22 @@ def verdict(rows: list[dict], model_mae: dict[str, float], step_ratio: float = 0
 
 def table(result: dict, name: str) -> str:
     lines = [f"| group | n | FIRE steps | {name} steps | end-point distance mean / max (Å) "
-             "| max abs(ΔE) meV | v8 MAE (Å) | distance / v8 MAE |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| of which along normal / in plane (Å) | max abs(ΔE) meV | v8 MAE (Å) "
+             "| distance / v8 MAE |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for g, v in result["groups"].items():
         share = v["distance_share_of_model_mae"]
         mae = "?" if v["model_mae"] is None else f"{v['model_mae']:.4f}"
         lines.append(
             f"| {g} | {v['n']} | {v['steps_ref']} | {v['steps_new']} | "
             f"{v['distance_mean']:.5f} / {v['distance_max']:.4f} | "
+            f"{v['distance_normal_mean']:.5f} / {v['distance_inplane_mean']:.5f} | "
             f"{v['max_abs_denergy_meV']:.3f} | {mae} | "
             + ("? |" if share is None else f"{100 * share:.1f} % |"))
     lines.append(f"| all | {sum(v['n'] for v in result['groups'].values())} | "
                  f"{result['steps_ref']} | {result['steps_new']} "
                  f"({100 * result['steps_new'] / max(result['steps_ref'], 1):.0f} %) "
-                 "| | | | |")
+                 "| | | | | |")
     lines += [f"- {k}: {v}" for k, v in result["checks"].items()]
     lines.append(f"switch to {name}: {result['switch']}")
     return "\n".join(lines)

@@ -40,6 +40,10 @@ def test_bfgs_against_fire_on_a_real_store(emt_store, tmp_path):
     for r in res["rows"]:
         assert r["converged_new"] and r["steps_ref"] > 0 and r["steps_new"] > 0
         assert r["distance_max"] < 2e-3 and abs(r["denergy_meV"]) < 0.1
+        # the split of the distance: its two parts bound the whole
+        assert max(r["distance_normal_mean"], r["distance_inplane_mean"]) \
+            <= r["distance_mean"] + 1e-12 \
+            <= r["distance_normal_mean"] + r["distance_inplane_mean"] + 1e-12
     g = res["groups"][group]
     assert g["n"] == 3 and g["distance_share_of_model_mae"] == pytest.approx(
         g["distance_mean"] / 0.05)
