@@ -37,9 +37,9 @@ def _cmd_tighten(args) -> int:
         split = read_split(args.split_file)
         ids = [i for name in args.subset for i in split[name]]
     summary = tighten(args.source, args.out, fmax=args.fmax, steps=args.steps,
-                      optimizer=args.optimizer, calculator=args.calculator, where=args.where, ids=ids,
-                      workers=args.workers, threads=args.threads, limit=args.limit,
-                      progress=not args.quiet)
+                      optimizer=args.optimizer, calculator=args.calculator,
+                      where=args.where, ids=ids, workers=args.workers,
+                      threads=args.threads, limit=args.limit, progress=not args.quiet)
     print(json.dumps(summary))
     return 0
 

@@ -117,3 +117,6 @@ def test_cli_selects_split_subsets(emt_store, tmp_path, capsys):
         == sorted(val)
     rc = main(["tighten", str(emt_store), "--out", str(emt_store), "--workers", "0"])
     assert rc == 2 and "must differ" in capsys.readouterr().err
+    rc = main(["tighten", str(emt_store), "--out", str(tmp_path / "n"), "--optimizer",
+               "fire", "--workers", "0"])
+    assert rc == 2 and "unknown ASE optimizer 'fire'" in capsys.readouterr().err
