@@ -28,9 +28,8 @@ SHELL_KEYS = [f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}" for lo, hi in
 
 def sheet_normals(samples) -> np.ndarray:
     """Unit normal ``a1 × a2`` of each sample's cell, ``(n_samples, 3)``."""
-    cells = np.array([s.atoms.cell.array for s in samples])
-    n = np.cross(cells[:, 0], cells[:, 1])
-    return n / np.linalg.norm(n, axis=1, keepdims=True)
+    from ase_definet.geometry import sheet_normal
+    return sheet_normal(np.array([s.atoms.cell.array for s in samples]))
 
 
 def anatomy(disp, normals: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -76,9 +76,8 @@ def shift_parts(sample, positions: np.ndarray) -> tuple[float, float]:
     The in-plane part is the length of the rest over sqrt(2), per component, so
     both compare with each other and with the per-component MAE.
     """
-    cell = sample.atoms.cell.array
-    normal = np.cross(cell[0], cell[1])
-    normal /= np.linalg.norm(normal)
+    from ase_definet.geometry import sheet_normal
+    normal = sheet_normal(sample.atoms.cell.array)
     d = positions - sample.relaxed
     out = d @ normal
     rest = np.linalg.norm(d - out[:, None] * normal, axis=1) / np.sqrt(2)

@@ -34,12 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pick(tight: Path, split: Path, per_group: int) -> list[str]:
+def pick(tight: list, split: Path, per_group: int) -> list[str]:
     """First ``per_group`` training ids of each 8×8/6×6 group, in store order."""
-    from ase_definet.data.store import read_frames
     train = set(json.loads(split.read_text())["train"])
     chosen: dict[str, list[str]] = defaultdict(list)
-    for f in read_frames(tight / "samples.extxyz"):
+    for f in tight:
         i = f.info
         if i["id"] in train and i.get("supercell") != "12x12":
             g = chosen[f"{i['material']}/{i['density']}"]
@@ -48,19 +47,21 @@ def pick(tight: Path, split: Path, per_group: int) -> list[str]:
     return [sid for g in sorted(chosen) for sid in chosen[g]]
 
 
-def compare(tight: Path, other: Path, ids: list[str]) -> list[dict]:
-    """Per structure: both continuations' steps, end-point distance, energy gap."""
-    from ase_definet.data.store import read_frames
-    want = set(ids)
-    a = {f.info["id"]: f for f in read_frames(tight / "samples.extxyz") if f.info["id"] in want}
-    b = {f.info["id"]: f for f in read_frames(other / "samples.extxyz") if f.info["id"] in want}
+def compare(tight: list, other: list, ids: list[str]) -> list[dict]:
+    """Per structure: both continuations' steps, end-point distance, energy gap.
+
+    ``tight`` and ``other`` are the frames of the two continued stores.
+    """
+    from ase_definet.geometry import sheet_normal
+    a = {f.info["id"]: f for f in tight}
+    b = {f.info["id"]: f for f in other}
     rows = []
     for sid in ids:
         fa, fb = a[sid], b[sid]
         diff = fb.arrays["relaxed_positions"] - fa.arrays["relaxed_positions"]
         d = np.linalg.norm(diff, axis=1)
-        normal = np.cross(fa.cell[0], fa.cell[1])
-        along = diff @ (normal / np.linalg.norm(normal))   # along the sheet normal
+        normal = sheet_normal(fa.cell.array)
+        along = diff @ normal
         rows.append({
             "id": sid, "group": f"{fa.info['material']}/{fa.info['density']}",
             "atoms": len(fa),
@@ -71,7 +72,7 @@ def compare(tight: Path, other: Path, ids: list[str]) -> list[dict]:
             "distance_mean": float(d.mean()), "distance_max": float(d.max()),
             "distance_normal_mean": float(np.abs(along).mean()),
             "distance_inplane_mean": float(np.linalg.norm(
-                diff - np.outer(along, normal / np.linalg.norm(normal)), axis=1).mean()),
+                diff - np.outer(along, normal), axis=1).mean()),
             "denergy_meV": 1000 * (float(fb.info["energy_final"])
                                    - float(fa.info["energy_final"])),
         })
@@ -152,9 +153,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", default=None, help="write rows and verdict here")
     args = p.parse_args(argv)
 
+    from ase_definet.data.store import read_frames
     from ase_definet.data.tighten import tighten
     tight, out = Path(args.tight), Path(args.out)
-    ids = pick(tight, Path(args.split_file), args.per_group)
+    tight_frames = read_frames(tight / "samples.extxyz")
+    ids = pick(tight_frames, Path(args.split_file), args.per_group)
     if not ids:
         raise SystemExit(f"{tight}: no training structures of the split are continued yet")
     held = json.loads((tight / "manifest.json").read_text())["tightened"]
@@ -162,7 +165,7 @@ def main(argv: list[str]) -> int:
             optimizer=args.optimizer, ids=ids, workers=args.workers, threads=1)
     report = json.loads(Path(args.model_report).read_text())
     model_mae = {g: v["model"]["mae"] for g, v in report["groups"].items()}
-    rows = compare(tight, out, ids)
+    rows = compare(tight_frames, read_frames(out / "samples.extxyz"), ids)
     result = verdict(rows, model_mae)
     print(table(result, args.optimizer))
     if args.json:

@@ -104,3 +104,14 @@ def test_shape_mismatch_is_an_error():
     atoms = cubic([[1.0, 1, 1], [2.0, 2, 2]])
     with pytest.raises(ValueError):
         structure_metrics(np.zeros((1, 3)), atoms.positions, atoms, np.zeros((0, 3)))
+
+
+def test_sheet_normal_is_the_unit_normal_of_a1_a2_one_cell_or_many():
+    from ase.build import mx2
+    from scipy.spatial.transform import Rotation
+    from ase_definet.geometry import sheet_normal
+    cell = mx2("MoS2", vacuum=8).cell.array
+    np.testing.assert_allclose(sheet_normal(cell), [0, 0, 1], atol=1e-12)
+    rot = Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix()
+    many = sheet_normal(np.stack([cell, cell @ rot.T, 2 * cell]))
+    np.testing.assert_allclose(many, [[0, 0, 1], rot @ [0, 0, 1], [0, 0, 1]], atol=1e-12)
