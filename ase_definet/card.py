@@ -99,7 +99,10 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
         "data": {"source": str(data), "structures": manifest.get("structures"),
                  "groups": manifest.get("groups"), "split": str(run / "split.json"),
                  "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
-                 "n_test": meta.get("n_test"), "excluded": meta.get("excluded", [])},
+                 # what the test metrics rest on: a run started before its data set
+                 # was complete is tested later on a longer list than it trained with
+                 "n_test": test_report["overall"]["n"],
+                 "excluded": meta.get("excluded", [])},
         "training": dict(_with_history(_training_log(run), meta.get("init")),
                          recipe=meta.get("train_config"),
                          hardware=f"{platform.machine()} {meta.get('device', 'cpu')}, "
@@ -269,7 +272,7 @@ def card_readme(card: dict) -> str:
         + (f" (epoch {t['best_epoch']})" if "best_epoch" in t else ""),
         *_history_lines(t),
         f"- recipe: `{json.dumps({k: v for k, v in (t.get('recipe') or {}).items() if k != 'model'})}`",
-        "- reproduce: `bash weights/build.sh` (data: `weights/data/chgnet-2dmd/recipe.sh`)", "",
+        f"- reproduce: `bash weights/build.sh` (data: `{d['source']}/recipe.sh`)", "",
         "## Test metrics (Å; model / Dummy (improvement))",
         "Dummy = the unrelaxed structure as prediction. MAE over x, y, z of all real atoms; "
         "A_x over atoms within x Å of a defect site (periodic images included); per "

@@ -57,6 +57,8 @@ def test_card_readme_contains_the_verdicts():
     card["scalability_holdout"]["overall"].update(model={"mae": 0.1}, dummy={"mae": 0.2})
     text = card_readme(card)
     assert "## Against the targets" in text and text.count("**missed**") == 4
+    # bug: the reproduce line named the protocol store's recipe whatever the data
+    assert "(data: `d/recipe.sh`)" in text
     # the residual table says which start ended lower (n/a for cards without counts)
     assert "| 4.0 | n/a |" in text
     card["residual_steps"]["0.05"].update(predicted_lower=18, predicted_higher=0)

@@ -71,7 +71,7 @@ def test_shipped_model_reproduces_its_per_structure_test_report():
     picked = ([r for r in by_density if r["density"] == "low"][:2]
               + [r for r in by_density if r["density"] == "high"][:2])
     ids = {r["id"] for r in picked}
-    samples = [s for s in load_samples(WEIGHTS / "data" / "chgnet-2dmd").samples
+    samples = [s for s in load_samples(ROOT / card["data"]["source"]).samples
                if s.info["id"] in ids]
     assert len(samples) == 4
     got = {r["id"]: r for r in evaluate(Predictor(name), samples, progress=False)["per_structure"]}
@@ -90,7 +90,7 @@ def test_card_test_metrics_reproduce():
     from ase_definet.train import load_samples
     name = default_model_name()
     card = registry()[name]["card"]
-    samples = load_samples(WEIGHTS / "data" / "chgnet-2dmd").samples
+    samples = load_samples(ROOT / card["data"]["source"]).samples
     test = apply_split(samples, WEIGHTS / f"{name}.split.json", unassigned="drop")["test"]
     report = evaluate(Predictor(name), test, progress=False)
     for key in ("mae", "a3"):

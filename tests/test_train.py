@@ -255,8 +255,11 @@ def test_card_scope_leaves_out_excluded_samples(emt_store, tmp_path):
     run = tmp_path / "run"
     run_training(emt_store, run, TrainConfig(model=SMALL, epochs=1, batch_size=4),
                  progress=False, exclude=[f"id={i}" for i in with_au])
-    report = {"overall": {"n": 1}}
+    report = {"overall": {"n": 99}}
     card = build_card(run, emt_store, report, name="tiny")
+    # bug: n_test came from training time, not from the report the card's metrics
+    # rest on (a run tested after its data set grew)
+    assert card["data"]["n_test"] == 99
     assert "Au" not in card["elements"] and {"Cu", "Ni"} <= set(card["elements"])
     assert "Au_Cu" not in card["defects"] and card["hosts"] == ["Cu"]
     assert card["data"]["excluded"] == [f"id={i}" for i in with_au]
