@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Iterable
@@ -18,8 +19,12 @@ from typing import Iterable
 from .data.sample import density_of
 
 
-def oracle_note(manifest: dict) -> str:
-    """Where the labels come from, as the data set's manifest records it."""
+def oracle_note(manifest: dict, store: str | Path | None = None) -> str:
+    """Where the labels come from, as the data set's manifest records it.
+
+    ``store`` is the folder the manifest belongs to: a tightened store names its
+    source relative to itself, which the note resolves to a path a reader can use.
+    """
     oracle = manifest.get("oracle") or {}
     calcs = ", ".join(oracle.get("calculators") or ["an unrecorded calculator"])
     optimizer = oracle.get("optimizer", "FIRE")
@@ -27,7 +32,10 @@ def oracle_note(manifest: dict) -> str:
         optimizer = " or ".join(f"{name} ({n:,} labels)" for name, n in optimizer.items())
     tightened = manifest.get("tightened")
     if tightened:
-        how = (f"the labels of {tightened.get('source')} continued with {optimizer} to "
+        source = tightened.get("source")
+        if store is not None and source and not Path(source).is_absolute():
+            source = os.path.normpath(Path(store) / source)
+        how = (f"the labels of {source} continued with {optimizer} to "
                f"fmax {oracle.get('fmax', '?')} eV/Å, fixed cell, host pre-relaxed by the "
                "same potential")
     else:
@@ -95,7 +103,7 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
         "config": ckpt["config"],
         "parameters": sum(v.numel() for v in ckpt["state_dict"].values()),
         **coverage(samples),
-        "oracle": oracle_note(manifest),
+        "oracle": oracle_note(manifest, data),
         "data": {"source": str(data), "structures": manifest.get("structures"),
                  "groups": manifest.get("groups"), "split": str(run / "split.json"),
                  "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
@@ -245,6 +253,34 @@ def _history_lines(t: dict) -> list[str]:
             f"{minutes(t['total_wall_time_s'])} min of training"]
 
 
+# build.sh's variables for the recipe entries that differ from its defaults
+_BUILD_VARS = {"lr": ("LR", 1.5e-3), "batch_size": ("BATCH", 2), "seed": ("SEED", 0),
+               "max_time": ("MAX_TIME", 2400.0), "balance": ("BALANCE", "group"),
+               "weight_decay": ("WD", 0.0), "input_noise": ("NOISE", 0.0)}
+
+
+def reproduce_line(card: dict) -> str:
+    """The ``weights/build.sh`` command that trains this card's run again."""
+    d, t = card["data"], card["training"]
+    recipe = t.get("recipe") or {}
+    env = [f"DATA={d['source']}"] if d.get("source") != "weights/data/chgnet-2dmd" else []
+    for key, (var, default) in _BUILD_VARS.items():
+        value = recipe.get(key)
+        if value is not None and value != default:
+            env.append(f"{var}={value:g}" if isinstance(value, float) else f"{var}={value}")
+    extra = [e for e in d.get("excluded", []) if e != "supercell=12x12"]  # build.sh's own
+    if extra:
+        env.append(f"EXCLUDE={','.join(extra)}")
+    init = t.get("initialised_from")
+    if not init:
+        return f"`{' '.join(env + ['bash weights/build.sh'])}`"
+    # the parent file is usually the earlier default, since replaced by this model
+    env += ["INIT=parent.pt", f"SPLIT={d.get('split', 'split.json')}"]
+    return (f"`{' '.join(env + ['bash weights/build.sh'])}`, parent.pt being the "
+            f"checkpoint with sha256 `{init['sha256'][:12]}…` (`{init['checkpoint']}` "
+            "when this run started; in the git history)")
+
+
 def card_readme(card: dict) -> str:
     """The model card as the ``weights/README.md`` text."""
     t = card["training"]
@@ -272,7 +308,7 @@ def card_readme(card: dict) -> str:
         + (f" (epoch {t['best_epoch']})" if "best_epoch" in t else ""),
         *_history_lines(t),
         f"- recipe: `{json.dumps({k: v for k, v in (t.get('recipe') or {}).items() if k != 'model'})}`",
-        f"- reproduce: `bash weights/build.sh` (data: `{d['source']}/recipe.sh`)", "",
+        f"- reproduce: {reproduce_line(card)} (data: `{d['source']}/recipe.sh`)", "",
         "## Test metrics (Å; model / Dummy (improvement))",
         "Dummy = the unrelaxed structure as prediction. MAE over x, y, z of all real atoms; "
         "A_x over atoms within x Å of a defect site (periodic images included); per "

@@ -207,12 +207,16 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
         getattr(calculator, "__name__", type(calculator).__name__)
     meta = {"calculator": name,
             "optimizer": optimizer if isinstance(optimizer, str) else optimizer.__name__,
-            "max_steps": int(steps), "fmax": targets, "predict_time_s": t_pred}
+            "max_steps": int(steps), "fmax": targets}
+    # each record carries its share of the batched prediction's time, so that the
+    # total survives a resume (bug: a resumed report said 0 s, the time of no work)
+    t_each = t_pred / len(todo) if todo else 0.0
     slots: list[dict | None] = [old.get(s.info.get("id")) for s in samples]
 
     def report() -> dict:
         records = [r for r in slots if r is not None]
         return {**meta, "n": len(records),
+                "predict_time_s": sum(r.get("predict_time_s", 0.0) for r in records),
                 "summary": {fmax_key(f): summarize_threshold(records, f) for f in targets},
                 "by_density": summarize_by_density(records, targets),
                 "per_structure": records}
@@ -231,7 +235,8 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
                                             desc="residual", unit="struct"):
             s = samples[k]
             slots[k] = {"id": s.info.get("id"), "group": s.group, "n_atoms": len(s.atoms),
-                        "unrelaxed": unrelaxed, "predicted": from_pred}
+                        "unrelaxed": unrelaxed, "predicted": from_pred,
+                        "predict_time_s": t_each}
             if on_record is not None:
                 on_record(report())
     finally:

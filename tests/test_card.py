@@ -86,3 +86,35 @@ def test_oracle_note_says_what_the_manifest_records():
     assert "continued with BFGS (1,684 labels) or FIRE (735 labels) to fmax 0.001" in mixed
     plain = oracle_note({"oracle": {"calculators": ["c"], "optimizer": "FIRE", "fmax": 0.01}})
     assert "(FIRE, fixed cell, fmax 0.01 eV/Å" in plain
+
+
+def test_oracle_note_resolves_a_tightened_source_against_its_store():
+    """Bug: the card said "the labels of ../chgnet-2dmd", relative to a folder it never named."""
+    from ase_definet.card import oracle_note
+    manifest = {"oracle": {"calculators": ["c"], "fmax": 0.001},
+                "tightened": {"source": "../chgnet-2dmd"}}
+    note = oracle_note(manifest, "weights/data/chgnet-2dmd-tight")
+    assert "the labels of weights/data/chgnet-2dmd continued" in note
+    assert "the labels of /abs/s continued" in oracle_note(
+        {"tightened": {"source": "/abs/s"}}, "weights/data/x")
+
+
+def test_reproduce_line_names_what_differs_from_build_sh():
+    """Bug: every card said `bash weights/build.sh`, which trains on another store with
+    another learning rate than a warm-started, tightened-label model used."""
+    from ase_definet.card import reproduce_line
+    card = {"data": {"source": "weights/data/chgnet-2dmd", "excluded": ["supercell=12x12"],
+                     "split": "r/split.json"},
+            "training": {"recipe": {"lr": 1.5e-3, "batch_size": 2, "seed": 0,
+                                    "max_time": 2400.0, "balance": "group"}}}
+    assert reproduce_line(card) == "`bash weights/build.sh`"
+    card["data"].update(source="weights/data/t",
+                        excluded=["supercell=12x12", "material=MoS2", "material=WSe2"])
+    card["training"]["recipe"].update(lr=1e-3, seed=1, max_time=1800.0)
+    card["training"]["initialised_from"] = {"checkpoint": "weights/definet-2dmd.pt",
+                                            "sha256": "752340c0ef8c5ef3"}
+    line = reproduce_line(card)
+    assert line.startswith("`DATA=weights/data/t LR=0.001 SEED=1 MAX_TIME=1800 "
+                           "EXCLUDE=material=MoS2,material=WSe2 INIT=parent.pt "
+                           "SPLIT=r/split.json bash weights/build.sh`")
+    assert "sha256 `752340c0ef8c…`" in line

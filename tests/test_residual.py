@@ -118,6 +118,10 @@ def test_interrupted_study_resumes_without_redoing_structures(samples, tmp_path)
     assert seen == [2]                                   # only s1 was relaxed
     assert [r["id"] for r in resumed["per_structure"]] == ["s0", "s1"]
     assert resumed["summary"] == full["summary"]
+    # bug: a resume with nothing left to do reported a prediction time of 0 s
+    again = residual_study(TruePredictor(samples), samples, calculator="emt", fmax=0.05,
+                           progress=False, done=resumed["per_structure"])
+    assert again["predict_time_s"] == resumed["predict_time_s"] > first["predict_time_s"] > 0
 
 
 def test_cli_residual_resume(samples, tmp_path, monkeypatch):
