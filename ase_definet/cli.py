@@ -79,6 +79,9 @@ def _selected(args):
             samples = list(apply_split(samples, args.split_file, unassigned="drop")[args.subset])
         else:
             samples = [s for s in samples if s.info.get("split") == args.subset]
+    if getattr(args, "per_group", None):
+        from .data.splits import first_per_group
+        samples = first_per_group(samples, args.per_group)
     if not samples:
         raise ValueError("no samples selected (check --data, --subset, --where)")
     return samples
@@ -307,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fmax", default="0.05,0.01", help="comma-separated thresholds")
     s.add_argument("--steps", type=int, default=1000)
     s.add_argument("-n", "--n", type=int, default=20, help="number of structures")
+    s.add_argument("--per-group", type=int, default=None, metavar="K",
+                   help="the first K structures of each material/density group (in "
+                        "store order; then -n caps the total)")
     s.add_argument("--json", default=None,
                    help="report file, rewritten after every structure")
     s.add_argument("--workers", type=int, default=0,

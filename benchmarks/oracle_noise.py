@@ -84,17 +84,6 @@ def shift_parts(sample, positions: np.ndarray) -> tuple[float, float]:
     return float(np.abs(out).mean()), float(rest.mean())
 
 
-def select(samples: list, per_group: int) -> list:
-    """The first ``per_group`` samples of each ``material/density`` group, in order."""
-    taken: dict[str, int] = {}
-    out = []
-    for s in samples:
-        if taken.get(s.group, 0) < per_group:
-            taken[s.group] = taken.get(s.group, 0) + 1
-            out.append(s)
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="weights/data/chgnet-2dmd")
@@ -119,7 +108,7 @@ def main() -> int:
     from tqdm.auto import tqdm
 
     from ase_definet.data.oracle import FMAX, MAX_STEPS
-    from ase_definet.data.splits import apply_split
+    from ase_definet.data.splits import apply_split, first_per_group
     from ase_definet.evaluate import evaluate, evaluate_predictions, save_report
     from ase_definet.inference import Predictor
     from ase_definet.train import load_samples
@@ -134,7 +123,7 @@ def main() -> int:
     samples = load_samples(args.data, progress_note=lambda *a: None, where=args.where).samples
     if args.subset != "all":
         samples = apply_split(samples, args.split_file, unassigned="drop")[args.subset]
-    chosen = select(samples, args.per_group)
+    chosen = first_per_group(samples, args.per_group)
     if not chosen:
         ap.error("no structures selected (check --data, --subset, --where)")
     log = out / "relaxed.jsonl"

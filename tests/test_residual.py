@@ -145,6 +145,19 @@ def test_cli_residual_resume(samples, tmp_path, monkeypatch):
     assert [r["id"] for r in json.loads(out.read_text())["per_structure"]] == ["s0", "s1"]
 
 
+def test_cli_residual_per_group(samples, tmp_path, monkeypatch):
+    """--per-group takes the first K of each material/density group, then -n caps."""
+    from ase_definet import cli
+    from ase_definet.data.formats import write_compact
+    data = write_compact(samples, tmp_path / "data.extxyz.gz")
+    monkeypatch.setattr(cli, "_predictor", lambda args: TruePredictor(samples))
+    out = tmp_path / "r.json"
+    assert cli.main(["residual", "--data", str(data), "--calculator", "emt", "--fmax",
+                     "0.05", "--json", str(out), "--quiet", "--per-group", "1"]) == 0
+    import json
+    assert [r["id"] for r in json.loads(out.read_text())["per_structure"]] == ["s0"]
+
+
 def test_worker_processes_give_the_same_report(samples):
     one = residual_study(TruePredictor(samples), samples, calculator="emt", fmax=0.05,
                          progress=False)

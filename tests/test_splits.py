@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from ase_definet.data.hosts import build_host
 from ase_definet.data.sample import Sample
-from ase_definet.data.splits import (SPLITS, apply_split, duplicate_clusters, read_split,
-                                     same_configuration, split_samples, write_split)
+from ase_definet.data.splits import (SPLITS, apply_split, duplicate_clusters,
+                                     first_per_group, read_split, same_configuration,
+                                     split_samples, write_split)
 from ase_definet.errors import DataFormatError
 
 _HOSTS = {m: build_host(m, 2) for m in ("MoS2", "WSe2", "hBN")}
@@ -259,3 +260,20 @@ def test_split_without_warnings_on_clean_data():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         split_samples(population(SIZES))
+
+
+def test_first_per_group_takes_each_groups_first_samples_in_order():
+    samples = population(SIZES)
+    rng = np.random.default_rng(3)
+    mixed = [samples[k] for k in rng.permutation(len(samples))]
+    chosen = first_per_group(mixed, 2)
+    # two of each group (one where a group has only one), in the input's order
+    assert [s.group for s in chosen].count("MoS2/high") == 2
+    assert [s.group for s in chosen].count("hBN/high") == 1
+    assert len(chosen) == 7
+    expected = [s for s in mixed if s.group == "WSe2/high"][:2]
+    assert [s for s in chosen if s.group == "WSe2/high"] == expected
+    positions = [mixed.index(s) for s in chosen]
+    assert positions == sorted(positions)
+    with pytest.raises(ValueError, match="at least 1"):
+        first_per_group(mixed, 0)

@@ -393,3 +393,21 @@ def apply_split(samples: Sequence[Sample], split_json, unassigned: str = "error"
                       stacklevel=2)
     return Split({k: [labelled[i][0] for i in sorted(v)] for k, v in parts.items()},
                  seed=doc.get("seed"), fractions=doc.get("fractions"))
+
+
+def first_per_group(samples: Sequence[Sample], per_group: int) -> list[Sample]:
+    """The first ``per_group`` samples of each ``material/density`` group, in order.
+
+    A sample stratified like the data set, fixed by the store's order: what a
+    study too costly for every structure (the residual steps) runs on, so that
+    no group weighs more than it does in the split.
+    """
+    if per_group < 1:
+        raise ValueError(f"per_group must be at least 1, got {per_group}")
+    taken: dict[str, int] = {}
+    out = []
+    for s in samples:
+        if taken.get(s.group, 0) < per_group:
+            taken[s.group] = taken.get(s.group, 0) + 1
+            out.append(s)
+    return out
