@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import platform
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -127,6 +128,10 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
         card["residual_steps_by_density"] = summarize_by_density(
             residual_report.get("per_structure", []), residual_report.get("fmax", []))
         card["residual_steps_n"] = len(residual_report.get("per_structure", []))
+        # what the sample is made of: medians over 18 low- and 6 high-density
+        # structures describe low density, whatever the split holds
+        groups = Counter(r.get("group", "?") for r in residual_report.get("per_structure", []))
+        card["residual_steps_groups"] = dict(sorted(groups.items(), key=lambda g: g[0].lower()))
         card["residual_calculator"] = residual_report.get("calculator", "chgnet")
     return card
 
@@ -224,9 +229,10 @@ def _residual_lines(card: dict) -> list[str]:
     if not res:
         return ["Residual-step study: not run."]
     lines = [f"Residual steps with {card.get('residual_calculator', 'chgnet')} + BFGS on "
-             f"{card.get('residual_steps_n', '?')} "
-             "test structures (median; from the unrelaxed input vs from the DefiNet "
-             "prediction):", "",
+             f"{card.get('residual_steps_n', '?')} test structures"
+             + (" (" + ", ".join(f"{g} {n}" for g, n in card["residual_steps_groups"].items())
+                + ")" if card.get("residual_steps_groups") else "")
+             + " (median; from the unrelaxed input vs from the DefiNet prediction):", "",
              "| fmax (eV/Å) | from unrelaxed | from DefiNet | reduction | "
              "median per-structure reduction | max abs(ΔE) (meV) | DefiNet's end lower / "
              "higher |",

@@ -63,6 +63,10 @@ def test_card_readme_contains_the_verdicts():
     assert "| 4.0 | n/a |" in text
     card["residual_steps"]["0.05"].update(predicted_lower=18, predicted_higher=0)
     assert "| 4.0 | 18/0 |" in card_readme(card)
+    # the residual sample's make-up is stated (cards before it said only a count)
+    assert "on 20 test structures (median;" in card_readme(card)
+    card["residual_steps_groups"] = {"MoS2/low": 4, "hBN/high": 4}
+    assert "on 20 test structures (MoS2/low 4, hBN/high 4) (median;" in card_readme(card)
 
 
 def test_summary_lists_materials_case_insensitively():
@@ -118,3 +122,18 @@ def test_reproduce_line_names_what_differs_from_build_sh():
                            "EXCLUDE=material=MoS2,material=WSe2 INIT=parent.pt "
                            "SPLIT=r/split.json bash weights/build.sh`")
     assert "sha256 `752340c0ef8c…`" in line
+
+
+def test_reproduce_line_knows_build_sh_defaults():
+    """The card's reproduce line omits variables at build.sh's defaults: they must agree."""
+    import re
+    from pathlib import Path
+    from ase_definet.card import _BUILD_VARS
+    script = (Path(__file__).resolve().parents[1] / "weights" / "build.sh").read_text()
+    for key, (var, default) in _BUILD_VARS.items():
+        found = re.findall(r"\$\{" + var + r":-([^}]*)\}", script)
+        assert found, f"build.sh has no ${{{var}:-...}}"
+        value = found[0]
+        assert (float(value) == default) if isinstance(default, (int, float)) \
+            else (value == default), (key, value, default)
+    assert "${DATA:-weights/data/chgnet-2dmd}" in script

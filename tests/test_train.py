@@ -267,6 +267,14 @@ def test_card_scope_leaves_out_excluded_samples(emt_store, tmp_path):
     # bug: the oracle note named CHGNet and fmax 0.01 whatever the data said
     assert "EMT" in card["oracle"] and "CHGNet" not in card["oracle"]
     assert "fmax 0.01 eV/Å" in card["oracle"] and "NOT DFT" in card["oracle"]
+    # the residual sample's groups are counted from its records
+    end = {"0.05": {"steps": 3, "converged": True, "energy": -1.0}}
+    records = [{"id": f"r{k}", "group": g, "unrelaxed": end, "predicted": end}
+               for k, g in enumerate(["Cu/low", "Cu/high", "Cu/low"])]
+    card = build_card(run, emt_store, report, name="tiny", residual_report={
+        "summary": {}, "fmax": [0.05], "per_structure": records})
+    assert card["residual_steps_groups"] == {"Cu/high": 1, "Cu/low": 2}
+    assert card["residual_steps_n"] == 3
 
 
 def test_input_noise_moves_starts_not_relaxed_structures(emt_store, tmp_path):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train, evaluate and ship the default weights from the committed CHGNet data set.
 # Resumable: rerunning continues the run in $RUN from its last.pt.
-#   bash weights/build.sh            (MAX_TIME=seconds of training, N_RESIDUAL=structures,
+#   bash weights/build.sh            (MAX_TIME=seconds of training, N_RESIDUAL=structures
+#                                     at most, PER_GROUP=structures per group,
 #                                     BALANCE=group|none: see `definet train --balance`;
 #                                     group won the A/B in weights/train/balance_ab.md,
 #                                     EXCLUDE=KEY=VALUE,...: more samples left out, e.g.
@@ -37,9 +38,14 @@ ev --split-file "$RUN/split.json" --subset test --json "$RUN/test.json"
 HOLD=()
 if ev --where supercell=12x12 --json "$RUN/holdout.json"; then HOLD=(--holdout "$RUN/holdout.json"); fi
 # residual study: $T processes of one thread; resumes from $RUN/residual.json (delete
-# it after retraining in the same RUN folder)
+# it after retraining in the same RUN folder); the first PER_GROUP test structures of
+# each material/density group (default 4: 32 structures, stratified like the split;
+# PER_GROUP= : the first N_RESIDUAL in store order), weights/train/residual_stratified.md
+PER_GROUP_ARG=()
+[ -z "${PER_GROUP-4}" ] || PER_GROUP_ARG=(--per-group "${PER_GROUP-4}")
 OPENBLAS_NUM_THREADS=1 definet residual --threads 1 --workers "$T" --model "$RUN/best.pt" --data "${RESIDUAL_DATA:-$DATA}" \
-  --resume --split-file "$RUN/split.json" --subset test -n "${N_RESIDUAL:-20}" --fmax 0.05,0.01 --calculator "${CALC:-chgnet}" \
+  --resume --split-file "$RUN/split.json" --subset test "${PER_GROUP_ARG[@]}" -n "${N_RESIDUAL:-32}" \
+  --fmax 0.05,0.01 --calculator "${CALC:-chgnet}" \
   --json "$RUN/residual.json" --quiet
 python -m ase_definet.card "$RUN" --data "$DATA" --test "$RUN/test.json" "${HOLD[@]}" \
   --residual "$RUN/residual.json" -o "$RUN/card.json" --name "$NAME" --readme "$OUTW/README.md"
