@@ -323,13 +323,24 @@ def format_residual(report: dict) -> str:
              f"{'pred. end':>10}",
              f"{'eV/Å':>7} {'steps':>12} {'steps':>11} {'%':>10} {'%':>14} "
              f"{'':>10} {'meV':>10} {'meV':>10} {'lower/higher':>10}"]
-    for key, s in report["summary"].items():
-        conv = f"{s['converged_unrelaxed']}/{s['converged_predicted']}"
-        lines.append(
-            f"{key:>7} {fmt_num(s['median_steps_unrelaxed'], '.1f'):>12} "
-            f"{fmt_num(s['median_steps_predicted'], '.1f'):>11} "
-            f"{fmt_num(s['reduction_pct'], '.1f'):>10} "
-            f"{fmt_num(s['median_reduction_pct'], '.1f'):>14} {conv:>10} "
-            f"{fmt_num(s['dE_meV_max'], '.2f'):>10} {fmt_num(s['dE_meV_median'], '.2f'):>10} "
-            f"{lower_higher(s) or 'n/a':>10}")
+    def rows(summary: dict) -> list[str]:
+        out = []
+        for key, s in summary.items():
+            conv = f"{s['converged_unrelaxed']}/{s['converged_predicted']}"
+            out.append(
+                f"{key:>7} {fmt_num(s['median_steps_unrelaxed'], '.1f'):>12} "
+                f"{fmt_num(s['median_steps_predicted'], '.1f'):>11} "
+                f"{fmt_num(s['reduction_pct'], '.1f'):>10} "
+                f"{fmt_num(s['median_reduction_pct'], '.1f'):>14} {conv:>10} "
+                f"{fmt_num(s['dE_meV_max'], '.2f'):>10} {fmt_num(s['dE_meV_median'], '.2f'):>10} "
+                f"{lower_higher(s) or 'n/a':>10}")
+        return out
+
+    lines += rows(report["summary"])
+    # a mixed sample's medians hide how differently the densities behave
+    by_density = report.get("by_density") or {}
+    if len(by_density) > 1:
+        for density, block in by_density.items():
+            lines.append(f"{density} density (n = {block['n']})")
+            lines += rows(block["summary"])
     return "\n".join(lines)

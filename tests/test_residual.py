@@ -207,3 +207,23 @@ def test_table_prints_missing_values_as_n_a():
     row = text.splitlines()[-1].split()
     assert row[:4] == ["0.05", "1000.0", "1000.0", "0.0"]
     assert row[4] == "n/a" and row[6:] == ["n/a", "n/a", "n/a"]
+
+
+def test_text_table_splits_a_mixed_sample_by_density():
+    """A sample of low- and high-density structures also gets one block per density
+    (the overall medians of a mixed sample describe neither)."""
+    def summary(steps):
+        return {"median_steps_unrelaxed": 2.0 * steps, "median_steps_predicted": steps,
+                "reduction_pct": 50.0, "median_reduction_pct": 50.0,
+                "converged_unrelaxed": 1, "converged_predicted": 1, "dE_meV_max": 1.0,
+                "dE_meV_median": 1.0}
+    report = {"optimizer": "BFGS", "calculator": "emt", "max_steps": 1000, "n": 2,
+              "summary": {"0.05": summary(20.0)},
+              "by_density": {"high": {"n": 1, "summary": {"0.05": summary(30.0)}},
+                             "low": {"n": 1, "summary": {"0.05": summary(10.0)}}}}
+    lines = format_residual(report).splitlines()
+    assert lines[-4] == "high density (n = 1)" and lines[-2] == "low density (n = 1)"
+    assert lines[-3].split()[:3] == ["0.05", "60.0", "30.0"]
+    assert lines[-1].split()[:3] == ["0.05", "20.0", "10.0"]
+    report["by_density"] = {"low": report["by_density"]["low"]}
+    assert "density" not in format_residual(report)
