@@ -125,12 +125,13 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
     if residual_report:
         from .residual import summarize_by_density
         card["residual_steps"] = residual_report.get("summary")
+        records = residual_report.get("per_structure", [])
         card["residual_steps_by_density"] = summarize_by_density(
-            residual_report.get("per_structure", []), residual_report.get("fmax", []))
-        card["residual_steps_n"] = len(residual_report.get("per_structure", []))
+            records, residual_report.get("fmax", []))
+        card["residual_steps_n"] = len(records)
         # what the sample is made of: medians over 18 low- and 6 high-density
         # structures describe low density, whatever the split holds
-        groups = Counter(r.get("group", "?") for r in residual_report.get("per_structure", []))
+        groups = Counter(r.get("group", "?") for r in records)
         card["residual_steps_groups"] = dict(sorted(groups.items(), key=lambda g: g[0].lower()))
         card["residual_calculator"] = residual_report.get("calculator", "chgnet")
     return card
@@ -259,7 +260,9 @@ def _history_lines(t: dict) -> list[str]:
             f"{minutes(t['total_wall_time_s'])} min of training"]
 
 
-# build.sh's variables for the recipe entries that differ from its defaults
+# build.sh's data store and variables, with its defaults (tests/test_card.py checks
+# them against the script): the reproduce line names only what differs
+_BUILD_DATA = "weights/data/chgnet-2dmd"
 _BUILD_VARS = {"lr": ("LR", 1.5e-3), "batch_size": ("BATCH", 2), "seed": ("SEED", 0),
                "max_time": ("MAX_TIME", 2400.0), "balance": ("BALANCE", "group"),
                "weight_decay": ("WD", 0.0), "input_noise": ("NOISE", 0.0)}
@@ -269,7 +272,7 @@ def reproduce_line(card: dict) -> str:
     """The ``weights/build.sh`` command that trains this card's run again."""
     d, t = card["data"], card["training"]
     recipe = t.get("recipe") or {}
-    env = [f"DATA={d['source']}"] if d.get("source") != "weights/data/chgnet-2dmd" else []
+    env = [f"DATA={d['source']}"] if d.get("source") != _BUILD_DATA else []
     for key, (var, default) in _BUILD_VARS.items():
         value = recipe.get(key)
         if value is not None and value != default:

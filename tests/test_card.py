@@ -128,7 +128,7 @@ def test_reproduce_line_knows_build_sh_defaults():
     """The card's reproduce line omits variables at build.sh's defaults: they must agree."""
     import re
     from pathlib import Path
-    from ase_definet.card import _BUILD_VARS
+    from ase_definet.card import _BUILD_DATA, _BUILD_VARS
     script = (Path(__file__).resolve().parents[1] / "weights" / "build.sh").read_text()
     for key, (var, default) in _BUILD_VARS.items():
         found = re.findall(r"\$\{" + var + r":-([^}]*)\}", script)
@@ -136,4 +136,4 @@ def test_reproduce_line_knows_build_sh_defaults():
         value = found[0]
         assert (float(value) == default) if isinstance(default, (int, float)) \
             else (value == default), (key, value, default)
-    assert "${DATA:-weights/data/chgnet-2dmd}" in script
+    assert "${DATA:-" + _BUILD_DATA + "}" in script
