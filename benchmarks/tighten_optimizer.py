@@ -36,15 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def pick(tight: list, split: Path, per_group: int) -> list[str]:
     """First ``per_group`` training ids of each 8×8/6×6 group, in store order."""
+    from ase_definet.data.splits import first_per_group
     train = set(json.loads(split.read_text())["train"])
-    chosen: dict[str, list[str]] = defaultdict(list)
-    for f in tight:
-        i = f.info
-        if i["id"] in train and i.get("supercell") != "12x12":
-            g = chosen[f"{i['material']}/{i['density']}"]
-            if len(g) < per_group:
-                g.append(i["id"])
-    return [sid for g in sorted(chosen) for sid in chosen[g]]
+    frames = [f for f in tight
+              if f.info["id"] in train and f.info.get("supercell") != "12x12"]
+    chosen = first_per_group(frames, per_group,
+                             key=lambda f: f"{f.info['material']}/{f.info['density']}")
+    # grouped, groups sorted: the order the study's tables were written in
+    group = {id(f): f"{f.info['material']}/{f.info['density']}" for f in chosen}
+    return [f.info["id"] for f in sorted(chosen, key=lambda f: group[id(f)])]
 
 
 def compare(tight: list, other: list, ids: list[str]) -> list[dict]:

@@ -277,3 +277,8 @@ def test_first_per_group_takes_each_groups_first_samples_in_order():
     assert positions == sorted(positions)
     with pytest.raises(ValueError, match="at least 1"):
         first_per_group(mixed, 0)
+
+
+def test_first_per_group_with_a_key_groups_any_items():
+    items = ["a1", "b1", "a2", "a3", "b2"]
+    assert first_per_group(items, 2, key=lambda s: s[0]) == ["a1", "b1", "a2", "b2"]

@@ -72,3 +72,20 @@ def test_each_condition_of_the_rule_can_fail():
     # a group with no model score cannot pass the distance condition
     assert not bench.verdict([_row("C/high")], mae)["checks"][
         "distance_below_share_of_model_mae"]
+
+
+def test_pick_takes_each_groups_first_training_frames_grouped(tmp_path):
+    from ase import Atoms
+
+    def frame(sid, material, density="high", supercell="6x6"):
+        return Atoms("H", info={"id": sid, "material": material, "density": density,
+                                "supercell": supercell})
+
+    frames = [frame("w1", "WSe2"), frame("m1", "MoS2"), frame("x", "MoS2"),
+              frame("big", "MoS2", supercell="12x12"), frame("m2", "MoS2"),
+              frame("w2", "WSe2"), frame("m3", "MoS2"), frame("l1", "MoS2", "low")]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["w1", "m1", "big", "m2", "w2", "m3", "l1"],
+                                 "val": ["x"], "test": []}))
+    # 12x12 and non-training frames skipped; groups sorted, store order within each
+    assert bench.pick(frames, split, 2) == ["m1", "m2", "l1", "w1", "w2"]

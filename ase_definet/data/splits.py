@@ -20,7 +20,7 @@ import os
 import warnings
 import zlib
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -395,19 +395,31 @@ def apply_split(samples: Sequence[Sample], split_json, unassigned: str = "error"
                  seed=doc.get("seed"), fractions=doc.get("fractions"))
 
 
-def first_per_group(samples: Sequence[Sample], per_group: int) -> list[Sample]:
-    """The first ``per_group`` samples of each ``material/density`` group, in order.
+def first_per_group(items: Sequence, per_group: int,
+                    key: Callable[[object], str] | None = None) -> list:
+    """The first ``per_group`` items of each ``material/density`` group, in order.
 
     A sample stratified like the data set, fixed by the store's order: what a
     study too costly for every structure (the residual steps) runs on, so that
     no group weighs more than it does in the split.
+
+    Parameters
+    ----------
+    items : sequence
+        Samples, or anything ``key`` maps to a group.
+    per_group : int
+        How many of each group to keep (at least 1).
+    key : callable, optional
+        Group of an item; default :attr:`Sample.group`.
     """
     if per_group < 1:
         raise ValueError(f"per_group must be at least 1, got {per_group}")
+    key = key or (lambda s: s.group)
     taken: dict[str, int] = {}
     out = []
-    for s in samples:
-        if taken.get(s.group, 0) < per_group:
-            taken[s.group] = taken.get(s.group, 0) + 1
-            out.append(s)
+    for item in items:
+        g = key(item)
+        if taken.get(g, 0) < per_group:
+            taken[g] = taken.get(g, 0) + 1
+            out.append(item)
     return out
