@@ -40,11 +40,12 @@ def pick(tight: list, split: Path, per_group: int) -> list[str]:
     train = set(json.loads(split.read_text())["train"])
     frames = [f for f in tight
               if f.info["id"] in train and f.info.get("supercell") != "12x12"]
-    chosen = first_per_group(frames, per_group,
-                             key=lambda f: f"{f.info['material']}/{f.info['density']}")
-    # grouped, groups sorted: the order the study's tables were written in
-    group = {id(f): f"{f.info['material']}/{f.info['density']}" for f in chosen}
-    return [f.info["id"] for f in sorted(chosen, key=lambda f: group[id(f)])]
+    def group(f) -> str:
+        return f"{f.info['material']}/{f.info['density']}"
+
+    # grouped, groups sorted (a stable sort): the order the study's tables were written in
+    chosen = first_per_group(frames, per_group, key=group)
+    return [f.info["id"] for f in sorted(chosen, key=group)]
 
 
 def compare(tight: list, other: list, ids: list[str]) -> list[dict]:
