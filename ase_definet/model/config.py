@@ -26,6 +26,15 @@ class DefiNetConfig:
         for equivariance and it stabilises training of small models).
     max_elements : int
         Size of the atomic-number embedding table.
+    residual : bool
+        Message passing and self-update *add* their updates to the node state
+        (``x = (x + dx)/sqrt(2)``, ``v = v + dv``, vector messages scaled by
+        ``1/sqrt(F)``) instead of replacing it, as the public reference
+        implementation does (issue #30, lever 1). Off: the paper's equations
+        3-4 as the shipped weights were trained with.
+    zero_mean : bool
+        Subtract each structure's mean predicted displacement over its real
+        atoms (issue #30, lever 2): relaxed labels keep the centroid.
     """
 
     hidden: int = 64
@@ -35,6 +44,10 @@ class DefiNetConfig:
     max_neighbors: int = 32
     avg_neighbors: float = 16.0
     max_elements: int = 100
+    # Off by default, so configs saved before these keys existed build the
+    # network they were trained as.
+    residual: bool = False
+    zero_mean: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,7 +12,11 @@ import torch
 from torch import nn
 
 from .config import DefiNetConfig, get_config
-from .layers import DefiNetLayer, RadialBasis, Workspace
+from .layers import DefiNetLayer, RadialBasis, Workspace, scatter_sum
+
+#: Marker of a vacancy placeholder (the same code as ``ase_definet.match.VACANCY``,
+#: which the model cannot import: it stays free of ASE).
+VACANCY_MARKER = 2
 
 
 class DefiNet(nn.Module):
@@ -34,7 +38,8 @@ class DefiNet(nn.Module):
         self.rbf = RadialBasis(c.num_rbf, c.cutoff)
         self.layers = nn.ModuleList(
             DefiNetLayer(c.hidden, c.num_rbf, c.avg_neighbors,
-                         aggregate=k < c.num_layers - 1) for k in range(c.num_layers))
+                         aggregate=k < c.num_layers - 1, residual=c.residual)
+            for k in range(c.num_layers))
 
     @classmethod
     def from_config(cls, config: DefiNetConfig | dict | str = "default") -> "DefiNet":
@@ -84,4 +89,24 @@ class DefiNet(nn.Module):
         for layer in self.layers:
             x, v, xg, vg, disp = layer(x, v, xg, vg, disp, src, dst, vec0,
                                        pair, self.rbf, batch, counts, workspace)
+        if self.config.zero_mean:
+            disp = centre_displacements(disp, markers, batch, n_graphs)
         return disp
+
+
+def centre_displacements(disp: torch.Tensor, markers: torch.Tensor,
+                         batch: torch.Tensor, n_graphs: int) -> torch.Tensor:
+    """Subtract each graph's mean displacement over its real atoms.
+
+    The mean runs over real atoms only, because the labels' zero mean does:
+    the oracle relaxes the real atoms (zero net force, so FIRE keeps their
+    centroid), placeholders are not atoms there and are left out of the loss.
+    Placeholders get the same shift, so the predicted structure moves as one
+    body. A uniform shift leaves every bond vector unchanged, so doing this
+    once at the end equals doing it after every layer; and it commutes with
+    rotations, translations and permutations.
+    """
+    real = (markers != VACANCY_MARKER).to(disp.dtype)[:, None]
+    n_real = scatter_sum(real, batch, n_graphs).clamp_min(1.0)
+    mean = scatter_sum(disp * real, batch, n_graphs) / n_real
+    return disp - mean.index_select(0, batch)

@@ -210,6 +210,9 @@ def band_filter(basis: torch.Tensor, weights: BandWeights, groups: list,
     return out
 
 
+_SQRT_HALF = math.sqrt(0.5)
+
+
 def _mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a * b``, in place when no gradient is needed (saves edge-sized allocations)."""
     return a.mul_(b) if not torch.is_grad_enabled() else a * b
@@ -220,11 +223,14 @@ class DefiNetLayer(nn.Module):
     coordinate update and aggregation (Fig. 7 of the paper)."""
 
     def __init__(self, hidden: int, num_rbf: int, avg_neighbors: float,
-                 aggregate: bool = True):
+                 aggregate: bool = True, residual: bool = False):
         super().__init__()
         f = hidden
         self.f = f
         self.norm = 1.0 / float(avg_neighbors)
+        # residual=True keeps the node state across the two steps below
+        # (see _residual_update); the parameters are the same either way
+        self.residual = residual
         # distribution, eqs. 8-9
         self.dist_phi = mlp(2 * f, f, f)
         self.dist_w = nn.Linear(f, f, bias=False)
@@ -297,13 +303,10 @@ class DefiNetLayer(nn.Module):
         qv = scatter_sum(vm, dst, n) * self.norm                # (N, 3, F)
 
         # self-updating (3-4)
-        vq = self.upd_v(qv)
-        # +eps: symmetric environments give exactly zero vectors, where the
-        # gradient of a plain square root is infinite
-        s = torch.cat([q, ((vq * vq).sum(dim=1) + 1e-12).sqrt()], dim=-1)
-        a_, g, b_ = torch.split(self.upd_phi(s), f, dim=-1)
-        x = a_ + torch.tanh(g) * q
-        v = self.upd_act(b_[:, None, :] * self.upd_u(qv))
+        if self.residual:
+            x, v = self._residual_update(x, v, q, qv)
+        else:
+            x, v = self._self_update(q, qv)
 
         # coordinate updating (5-7)
         e = _mul(filt[:, 3 * f:], _gather(self.pos_phi(x), src, ws, "phi"))
@@ -320,3 +323,34 @@ class DefiNetLayer(nn.Module):
         xg = self.agg_phi(torch.cat([xm, xg], dim=-1)) + xg
         vg = self.agg_w(vm + vg) + vg
         return x, v, xg, vg, disp
+
+    def _self_update(self, q: torch.Tensor, qv: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scalars and vectors (eqs. 3-4) from the gathered messages ``q, qv``."""
+        vq = self.upd_v(qv)
+        # +eps: symmetric environments give exactly zero vectors, where the
+        # gradient of a plain square root is infinite
+        s = torch.cat([q, ((vq * vq).sum(dim=1) + 1e-12).sqrt()], dim=-1)
+        a_, g, b_ = torch.split(self.upd_phi(s), self.f, dim=-1)
+        return a_ + torch.tanh(g) * q, self.upd_act(b_[:, None, :] * self.upd_u(qv))
+
+    def _residual_update(self, x: torch.Tensor, v: torch.Tensor, q: torch.Tensor,
+                         qv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Message passing and self-update as increments of the node state.
+
+        The replacing form (:meth:`_self_update`) drops the node's own state:
+        the graph has no self-loops, so an atom's element and its earlier
+        vectors come back only as echoes through its neighbours. Here both
+        steps add to the state. Scalars are rescaled by 1/sqrt(2) after each
+        addition, so the sum of two unit-variance terms keeps unit variance.
+        Vectors start at zero and are summed without rescaling (rescaling would
+        shrink the first messages too); the messages are damped by 1/sqrt(F),
+        as in the reference, which keeps the vector state, and the
+        displacement read from it (eq. 6), small at initialisation. Same
+        parameters as eqs. 3-4, equally equivariant: only invariant scalars
+        multiply the vectors.
+        """
+        x = (x + q) * _SQRT_HALF
+        v = v + qv * (1.0 / math.sqrt(self.f))
+        dx, dv = self._self_update(x, v)
+        return (x + dx) * _SQRT_HALF, v + dv
