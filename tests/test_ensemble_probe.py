@@ -1,4 +1,4 @@
-"""benchmarks/ensemble_probe.py: the averaged network predicts the mean of its members."""
+"""experiments/probes/ensemble_probe.py: the averaged network predicts the mean of its members."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +16,7 @@ def _net(seed: int) -> DefiNet:
 
 
 def test_average_predicts_mean_of_members(emt_store):
-    Average = load_script(ROOT / "benchmarks" / "ensemble_probe.py").Average
+    Average = load_script(ROOT / "experiments" / "probes" / "ensemble_probe.py").Average
     samples = store_samples(emt_store)[:3]
     atoms, hosts = [s.atoms for s in samples], [s.host for s in samples]
     a, b = _net(0), _net(1)
@@ -28,7 +28,7 @@ def test_average_predicts_mean_of_members(emt_store):
 
 
 def test_members_must_share_graph_settings():
-    Average = load_script(ROOT / "benchmarks" / "ensemble_probe.py").Average
+    Average = load_script(ROOT / "experiments" / "probes" / "ensemble_probe.py").Average
     other = DefiNet(DefiNetConfig(hidden=16, num_layers=2, num_rbf=8, cutoff=4.0))
     with pytest.raises(ValueError, match="graph settings"):
         Average([_net(0), other])

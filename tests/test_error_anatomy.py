@@ -1,4 +1,4 @@
-"""benchmarks/error_anatomy.py: in-plane/out-of-plane split, response, distance shells."""
+"""experiments/probes/error_anatomy.py: in-plane/out-of-plane split, response, distance shells."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,7 @@ from conftest import ROOT, load_script
 
 
 def _module():
-    return load_script(ROOT / "benchmarks" / "error_anatomy.py")
+    return load_script(ROOT / "experiments" / "probes" / "error_anatomy.py")
 
 
 class _S:                                   # only .atoms is read by sheet_normals

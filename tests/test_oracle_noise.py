@@ -1,4 +1,4 @@
-"""benchmarks/oracle_noise.py: the oracle relaxes test structures again and is scored."""
+"""experiments/probes/oracle_noise.py: the oracle relaxes test structures again and is scored."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from conftest import ROOT, store_samples
 def _run(store, split, out, sigma: float | None = None, *extra: str,
          model: str = "none") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "benchmarks/oracle_noise.py", "--data", str(store),
+        [sys.executable, "experiments/probes/oracle_noise.py", "--data", str(store),
          "--split-file", str(split), "--subset", "train", "--per-group", "3",
          *(() if sigma is None else ("--sigma", str(sigma))), "--calculator", "emt",
          "--model", model, "--workers", "1", "--out", str(out), *extra],
@@ -86,7 +86,7 @@ def test_continuing_from_the_label_measures_its_convergence(emt_store, tmp_path)
 
 def test_no_structure_selected_is_an_error(emt_store, tmp_path):
     run = subprocess.run(
-        [sys.executable, "benchmarks/oracle_noise.py", "--data", str(emt_store),
+        [sys.executable, "experiments/probes/oracle_noise.py", "--data", str(emt_store),
          "--subset", "all", "--where", "supercell=12x12", "--calculator", "emt",
          "--model", "none", "--out", str(tmp_path / "none")],
         cwd=ROOT, capture_output=True, text=True)

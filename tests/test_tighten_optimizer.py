@@ -1,4 +1,4 @@
-"""benchmarks/tighten_optimizer.py: the same labels continued by two optimizers, compared."""
+"""experiments/probes/tighten_optimizer.py: the same labels continued by two optimizers, compared."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +11,7 @@ from ase_definet.data.store import read_frames
 from ase_definet.data.tighten import tighten
 
 spec = importlib.util.spec_from_file_location(
-    "tighten_optimizer", ROOT / "benchmarks" / "tighten_optimizer.py")
+    "tighten_optimizer", ROOT / "experiments" / "probes" / "tighten_optimizer.py")
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 

@@ -4,7 +4,7 @@
 #   bash weights/build.sh            (MAX_TIME=seconds of training, N_RESIDUAL=structures
 #                                     at most, PER_GROUP=structures per group,
 #                                     BALANCE=group|none: see `definet train --balance`;
-#                                     group won the A/B in weights/train/balance_ab.md,
+#                                     group won the A/B in experiments/runs/balance_ab.md,
 #                                     EXCLUDE=KEY=VALUE,...: more samples left out, e.g.
 #                                     material=MoS2,material=WSe2; WD=AdamW weight decay,
 #                                     default 0; NOISE=input noise in Å, default 0
@@ -20,7 +20,7 @@
 # structures 8:1:1):  INIT=weights/definet-2dmd.pt SPLIT=weights/definet-2dmd.split.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=${RUN:-weights/train/definet-2dmd}
+RUN=${RUN:-experiments/runs/definet-2dmd}
 DATA=${DATA:-weights/data/chgnet-2dmd}
 NAME=${NAME:-definet-2dmd}
 OUTW=${OUTW:-weights}
@@ -32,7 +32,7 @@ for e in "${extra[@]}"; do EXCL+=(--exclude "$e"); done
   --config "${CONFIG:-default}" --lr "${LR:-1.5e-3}" --batch-size "${BATCH:-2}" --epochs "${EPOCHS:-400}" --ema-decay 0.99 \
   --weight-decay "${WD:-0}" --input-noise "${NOISE:-0}" --early-stop 30 --max-time "${MAX_TIME:-2400}" --balance "${BALANCE:-group}" --quiet --seed "${SEED:-0}" \
   ${INIT:+--init "$INIT"} ${SPLIT:+--split-file "$SPLIT" --unassigned split}
-[ -n "${TRAIN_ONLY:-}" ] && exit 0   # (benchmarks/train_ab.sh: training runs side by side)
+[ -n "${TRAIN_ONLY:-}" ] && exit 0   # (experiments/probes/train_ab.sh: training runs side by side)
 ev() { definet evaluate --threads "$T" --model "$RUN/best.pt" --data "$DATA" --quiet "$@"; }
 ev --split-file "$RUN/split.json" --subset test --json "$RUN/test.json"
 HOLD=()
@@ -40,7 +40,7 @@ if ev --where supercell=12x12 --json "$RUN/holdout.json"; then HOLD=(--holdout "
 # residual study: $T processes of one thread; resumes from $RUN/residual.json (delete
 # it after retraining in the same RUN folder); the first PER_GROUP test structures of
 # each material/density group (default 4: 32 structures, stratified like the split;
-# PER_GROUP= : the first N_RESIDUAL in store order), weights/train/residual_stratified.md
+# PER_GROUP= : the first N_RESIDUAL in store order), experiments/runs/residual_stratified.md
 PER_GROUP_ARG=()
 [ -z "${PER_GROUP-4}" ] || PER_GROUP_ARG=(--per-group "${PER_GROUP-4}")
 OPENBLAS_NUM_THREADS=1 definet residual --threads 1 --workers "$T" --model "$RUN/best.pt" --data "${RESIDUAL_DATA:-$DATA}" \

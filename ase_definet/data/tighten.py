@@ -2,7 +2,7 @@
 
 Why: FIRE stopped at fmax 0.01 eV/Å can sit far from the minimum it is heading
 for where the energy landscape is flat (measured in
-``weights/train/label_convergence.md``). Continuing each stored label with the
+``experiments/runs/label_convergence.md``). Continuing each stored label with the
 same oracle to a smaller fmax gives labels closer to that minimum.
 
 The output is a generator store (``samples.extxyz``, ``hosts.extxyz``,

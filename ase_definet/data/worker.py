@@ -1,7 +1,7 @@
 """Settings an oracle worker process applies to itself, and only to itself.
 
 Spawned workers of ``generate``, ``tighten``, ``residual`` and
-``benchmarks/oracle_noise.py`` run CHGNet for hours; two process-wide settings make
+``experiments/probes/oracle_noise.py`` run CHGNet for hours; two process-wide settings make
 each step faster without changing its result (``benchmarks/oracle_speed.py``
 measures both, ``tests/test_oracle.py`` checks trajectories stay bit-identical):
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recipe of the continued-label store: every converged label of ../chgnet-2dmd
 # continued by the same oracle (CHGNet 0.3.0, FIRE, fixed cell) from where it
-# stopped to fmax 0.001 eV/Å, at most 4,000 steps (weights/train/tighten_probe.md
+# stopped to fmax 0.001 eV/Å, at most 4,000 steps (experiments/runs/tighten_probe.md
 # recommends it). Order: validation and the MoS2 12x12 holdout first (scoring
 # against continued labels is possible early), then training structures (v10 can
 # be trained and judged on validation as soon as they are in), then test. Every step

@@ -22,6 +22,6 @@ gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 20 --seed 1
 gen --density low  --materials MoS2,WSe2 --count 300 --seed 2
 # beyond the counts (v5 trained on the 1,220 above): high density to 200 per material
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 40 --seed 1
-# after v7 (trained on the 1,820 above; weights/train/noise_ab.md: the gap between
+# after v7 (trained on the 1,820 above; experiments/runs/noise_ab.md: the gap between
 # training and validation scores at high density points to more data): 300 per material
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 60 --seed 1

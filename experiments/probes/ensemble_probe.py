@@ -1,6 +1,6 @@
 """Score the averaged displacements of several models on v9's validation split.
 
-A probe (see weights/train/ensemble_probe.md), not package code: the average is formed by a
+A probe (see experiments/runs/ensemble_probe.md), not package code: the average is formed by a
 small module that wraps the trained networks and returns the mean displacement.
 """
 import sys
@@ -12,10 +12,10 @@ from torch import nn
 from ase_definet.data.splits import apply_split
 from ase_definet.evaluate import evaluate, save_report
 from ase_definet.inference import Predictor
-from ase_definet.train import load_samples
+from ase_definet.data.load import load_samples
 from ase_definet.weights import load_model
 
-RUN = Path("weights/train/definet-2dmd-v9-data")
+RUN = Path("experiments/runs/definet-2dmd-v9-data")
 
 
 class Average(nn.Module):

@@ -3,16 +3,16 @@
 # one thread each, same data, parent weights, split and wall time; then every arm is
 # scored per group on the validation split (never the test split: this picks the
 # recipe of the shipped weights) and the reports are printed side by side.
-#   bash benchmarks/train_ab.sh NAME[:VAR=VALUE[;VAR=VALUE...]] ...
+#   bash experiments/probes/train_ab.sh NAME[:VAR=VALUE[;VAR=VALUE...]] ...
 # Each arm runs build.sh with its VAR=VALUE settings (BALANCE, EXCLUDE, LR, ...) on top
 # of the shared environment (INIT, SPLIT, MAX_TIME, LR, PREFIX for the run folders).
-#   loss balance (weights/train/balance_ab.md):
+#   loss balance (experiments/runs/balance_ab.md):
 #     INIT=weights/definet-2dmd.pt SPLIT=weights/definet-2dmd.split.json MAX_TIME=900 \
-#       LR=1e-3 PREFIX=weights/train/definet-2dmd-v4 \
-#       bash benchmarks/train_ab.sh none:BALANCE=none group:BALANCE=group
+#       LR=1e-3 PREFIX=experiments/runs/definet-2dmd-v4 \
+#       bash experiments/probes/train_ab.sh none:BALANCE=none group:BALANCE=group
 # Resumable: rerunning continues every arm from its last.pt (for MAX_TIME more seconds).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 [ $# -ge 2 ] || { sed -n 2,12p "$0"; exit 2; }
 PREFIX=${PREFIX:-runs/ab}
 DATA=${DATA:-weights/data/chgnet-2dmd}

@@ -20,9 +20,9 @@ flat landscape), the label is partly a coin toss that no function of the
 unrelaxed input can predict, and the rerun's score estimates how much of the
 Dummy error is predictable at all.
 
-    python benchmarks/oracle_noise.py --out weights/train/oracle-noise/sigma1e-3 \
+    python experiments/probes/oracle_noise.py --out experiments/runs/oracle-noise/sigma1e-3 \
         [--per-group 6] [--sigma 0.001] [--workers 2]
-    python benchmarks/oracle_noise.py --out weights/train/label-convergence/val \
+    python experiments/probes/oracle_noise.py --out experiments/runs/label-convergence/val \
         --start label --fmax 0.001 --subset val --per-group 3
 
 ``--subset all`` skips the split file; ``--where supercell=12x12`` selects by
@@ -111,7 +111,7 @@ def main() -> int:
     from ase_definet.data.splits import apply_split, first_per_group
     from ase_definet.evaluate import evaluate, evaluate_predictions, save_report
     from ase_definet.inference import Predictor
-    from ase_definet.train import load_samples
+    from ase_definet.data.load import load_samples
 
     from_label = args.start == "label"
     if args.sigma is None:
@@ -181,7 +181,7 @@ def main() -> int:
             columns.append(f"model_vs_endpoint={out / 'model_vs_endpoint.json'}")
     print(f"mean |shift| from the label: {np.mean([p[0] for p in parts]):.4f} Å along the "
           f"sheet normal, {np.mean([p[1] for p in parts]):.4f} Å in plane (per component)")
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from compare_reports import main as compare
     return compare(columns)
 

@@ -12,7 +12,7 @@ the script predicts every structure once and prints, over all real atoms:
   too little (the mean-regressing answer of a model that is unsure);
 - Dummy and model error by distance to the nearest defect site (< 3, 3–6, ≥ 6 Å).
 
-    python benchmarks/error_anatomy.py [--model weights/definet-2dmd.pt] \
+    python experiments/probes/error_anatomy.py [--model weights/definet-2dmd.pt] \
         [--data weights/data/chgnet-2dmd] [--split-file weights/definet-2dmd.split.json] \
         [--subset val]
 """

@@ -12,10 +12,10 @@ difference far below the model's error changes nothing a model can learn.
 
 The sample is fixed: the first ``--per-group`` training structures (split file) of
 every group in the order of the tightened store, 12×12 excluded. Rule and result:
-``weights/train/tighten_optimizer.md``.
+``experiments/runs/tighten_optimizer.md``.
 
-    python benchmarks/tighten_optimizer.py [--optimizer BFGS] [--per-group 4] \\
-        [--out /tmp/tighten-bfgs] [--json weights/train/tighten-optimizer/bfgs.json]
+    python experiments/probes/tighten_optimizer.py [--optimizer BFGS] [--per-group 4] \\
+        [--out /tmp/tighten-bfgs] [--json experiments/runs/tighten-optimizer/bfgs.json]
 
 Resumable (the continuation is a ``definet tighten`` store in ``--out``). Steps are
 the measure of cost: the calculator's time per step is the same for both optimizers,
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def pick(tight: list, split: Path, per_group: int) -> list[str]:
@@ -143,9 +143,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--source", default=str(ROOT / "weights/data/chgnet-2dmd"))
     p.add_argument("--tight", default=str(ROOT / "weights/data/chgnet-2dmd-tight"))
     p.add_argument("--split-file",
-                   default=str(ROOT / "weights/train/definet-2dmd-v9-data/split.json"))
+                   default=str(ROOT / "experiments/runs/definet-2dmd-v9-data/split.json"))
     p.add_argument("--model-report", default=str(
-        ROOT / "weights/train/tighten-relabel/val_v8_vs_continued.json"),
+        ROOT / "experiments/runs/tighten-relabel/val_v8_vs_continued.json"),
         help="definet evaluate JSON of the shipped model against the continued labels")
     p.add_argument("--optimizer", default="BFGS")
     p.add_argument("--per-group", type=int, default=4)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Score the tighten probe (weights/train/tighten_probe.md), one thread each, two at a time.
+# Score the tighten probe (experiments/runs/tighten_probe.md), one thread each, two at a time.
 set -euo pipefail
 cd "$(dirname "$0")/../../.." && . .venv/bin/activate
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-P=weights/train/tighten-probe S=$P/split.json
+P=experiments/runs/tighten-probe S=$P/split.json
 O=weights/data/chgnet-2dmd T=weights/data/chgnet-2dmd-tight
 ev() { definet evaluate --threads 1 --quiet --model "$1" --data "$2" --split-file $S --subset val --json "$3"; }
 ev $P/orig/last.pt $O $P/orig_vs_orig.json &
