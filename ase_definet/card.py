@@ -87,7 +87,7 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
                holdout_report: dict | None = None, residual_report: dict | None = None,
                name: str = "definet-2dmd") -> dict:
     """Assemble a card from a training run folder, its data and its reports."""
-    from .train import load_samples
+    from .data.load import load_samples
     from .weights import coverage, read_checkpoint
     run, data = Path(run), Path(data)
     ckpt = read_checkpoint(run / "best.pt")

@@ -70,7 +70,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _selected(args):
-    from .train import load_samples
+    from .data.load import load_samples
     samples = load_samples(args.data, args.host, lambda m: print(m, file=sys.stderr),
                            where=getattr(args, "where", None)).samples
     if args.subset != "all":

@@ -53,7 +53,7 @@ def main() -> None:
     from ase_definet.data.splits import apply_split
     from ase_definet.evaluate import evaluate_predictions
     from ase_definet.inference import Predictor
-    from ase_definet.train import load_samples
+    from ase_definet.data.load import load_samples
     from ase_definet.weights import default_model_name
 
     name = default_model_name()

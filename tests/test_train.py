@@ -34,7 +34,7 @@ def test_small_model_learns_emt_relaxations(emt_store, tmp_path):
                       early_stop=100, seed=0)
     summary = run_training(emt_store, tmp_path / "run", cfg, progress=False)
     assert summary["epochs"] == 14 and summary["n_val"] >= 3
-    from ase_definet.train import load_samples
+    from ase_definet.data.load import load_samples
     samples = load_samples(emt_store).samples
     val = apply_split(samples, tmp_path / "run" / "split.json", unassigned="drop")["val"]
     report = evaluate(Predictor(load_trained(tmp_path / "run" / "best.pt")), val,
@@ -104,7 +104,7 @@ def test_init_from_a_trained_model(emt_store, tmp_path):
     import torch
     from ase_definet.card import _with_history
     from ase_definet.errors import CheckpointError
-    from ase_definet.train import Trainer
+    from ase_definet.trainer import Trainer
     from ase_definet.weights import read_checkpoint, sha256
     cfg = lambda epochs: TrainConfig(model=SMALL, lr=3e-3, batch_size=4,  # noqa: E731
                                      epochs=epochs, ema_decay=0.9, early_stop=100)
@@ -160,7 +160,9 @@ class _ZeroModel:
 def test_group_balance_scores_every_groups_dummy_as_one(emt_store, tmp_path):
     """balance="group": each group's error counts relative to its own Dummy error."""
     import pytest
-    from ase_definet.train import Trainer, dummy_mae, encode, load_samples
+    from ase_definet.data.load import load_samples
+    from ase_definet.encoding import dummy_mae, encode
+    from ase_definet.trainer import Trainer
     items = encode(load_samples(emt_store).samples[:8], SMALL)
     base = items[0].group
     small, rest = (sum(dummy_mae(e) for e in part) / 4 for part in (items[:4], items[4:]))
@@ -281,11 +283,13 @@ def test_input_noise_moves_starts_not_relaxed_structures(emt_store, tmp_path):
     """input_noise: bond vectors and targets move together, relaxed bonds stay put,
     and the data order is the one of a run without noise."""
     import torch
-    from ase_definet.train import Trainer, _batch, encode, load_samples
+    from ase_definet.data.load import load_samples
+    from ase_definet.encoding import collate_items, encode
+    from ase_definet.trainer import Trainer
     items = encode(load_samples(emt_store).samples[:6], SMALL)
     noisy = Trainer(items, items, tmp_path / "n", TrainConfig(model=SMALL, input_noise=0.05,
                                                                 batch_size=3))
-    g, target, _ = _batch(items[:3], "cpu")
+    g, target, _ = collate_items(items[:3], "cpu")
     g2, target2 = noisy._perturb(g, target)
     moved = (target2 - target).abs()
     assert 0.01 < float(moved.mean()) < 0.08                   # ~0.05 * sqrt(2/pi)
