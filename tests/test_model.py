@@ -28,13 +28,18 @@ def _defect_structure(rng, name="MoS2", n=4):
     return a, host
 
 
-@pytest.fixture(scope="module", params=[16, 64], ids=["one-window", "windowed-basis"])
+@pytest.fixture(scope="module", params=[
+    {"num_rbf": 16}, {"num_rbf": 64}, {"num_rbf": 16, "residual": True},
+    {"num_rbf": 16, "residual": True, "zero_mean": True}],
+    ids=["one-window", "windowed-basis", "residual", "residual-zero-mean"])
 def predictor(request):
     """Small networks; with 64 radial functions the basis is evaluated in
-    windows (RadialBasis.n_windows > 1), as in the paper's configuration."""
+    windows (RadialBasis.n_windows > 1), as in the paper's configuration. The
+    residual and zero-mean paths (issue #30) run every test that takes this
+    fixture: equivariances, batching, reproducibility."""
     torch.manual_seed(0)
-    net = DefiNet(DefiNetConfig(hidden=32, num_rbf=request.param))
-    assert (net.rbf.n_windows > 1) == (request.param == 64)
+    net = DefiNet(DefiNetConfig(hidden=32, **request.param))
+    assert (net.rbf.n_windows > 1) == (request.param["num_rbf"] == 64)
     return Predictor(net, device="cpu")
 
 
@@ -126,9 +131,10 @@ def test_presets_and_parameter_count():
         DefiNet.from_config("huge")
 
 
-def test_gradients_flow_to_every_parameter(rng):
+@pytest.mark.parametrize("residual", [False, True])
+def test_gradients_flow_to_every_parameter(rng, residual):
     torch.manual_seed(0)
-    net = DefiNet(DefiNetConfig(hidden=16, num_rbf=8))
+    net = DefiNet(DefiNetConfig(hidden=16, num_rbf=8, residual=residual))
     a, host = _defect_structure(rng)
     pred = Predictor(net, device="cpu")
     _, g, _ = pred.prepare(a, host)
@@ -209,3 +215,89 @@ def test_windowed_basis_holds_every_nonzero_value(num_rbf, cutoff):
         got = torch.stack([basis[i] @ w[pair, int(window[i])] for i in range(0, len(d), 97)])
         want = (linear(dense) * gate[pair])[::97]
         torch.testing.assert_close(got, want)
+
+
+def _two_graph_batch(rng):
+    """Two defect structures (vacancies included) batched into one graph."""
+    from ase_definet.graph import collate
+    pred = Predictor(DefiNet(DefiNetConfig(hidden=16, num_rbf=8)), device="cpu")
+    graphs = [pred.prepare(*_defect_structure(rng, name, n))[1]
+              for name, n in (("MoS2", 4), ("hBN", 5))]
+    g = collate(graphs)
+    return g, (g.numbers, g.markers, g.edge_src, g.edge_dst, g.edge_vec, g.batch, 2)
+
+
+def test_zero_mean_centres_real_atoms_of_each_structure(rng):
+    """zero_mean: each structure's real atoms have zero mean displacement, and
+    the output is the plain network's shifted by one vector per structure
+    (placeholders included, so the structure moves as one body)."""
+    g, args = _two_graph_batch(rng)
+    real = g.markers != 2
+    assert (~real).any() and set(g.batch[~real].tolist()) == {0, 1}
+    torch.manual_seed(0)
+    cfg = DefiNetConfig(hidden=16, num_rbf=8, residual=True)
+    plain = DefiNet(cfg)
+    centred = DefiNet(DefiNetConfig(**{**cfg.to_dict(), "zero_mean": True}))
+    centred.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        out, ref = centred(*args), plain(*args)
+    for k in range(2):
+        mine = (g.batch == k)
+        assert ref[mine & real].mean(0).abs().max() > 1e-4     # not centred by itself
+        assert out[mine & real].mean(0).abs().max() < 1e-7
+        shift = ref[mine] - out[mine]
+        torch.testing.assert_close(shift, ref[mine & real].mean(0).expand_as(shift))
+
+
+def test_residual_option_changes_the_network(rng):
+    """The same weights give another prediction with the residual state (the
+    option is wired through), and the parameter set is the same."""
+    _, args = _two_graph_batch(rng)
+    torch.manual_seed(0)
+    old = DefiNet(DefiNetConfig(hidden=16, num_rbf=8))
+    new = DefiNet(DefiNetConfig(hidden=16, num_rbf=8, residual=True))
+    new.load_state_dict(old.state_dict())
+    with torch.no_grad():
+        assert (old(*args) - new(*args)).abs().max() > 1e-4
+
+
+def test_vacancy_marker_matches_the_matcher():
+    from ase_definet.match import VACANCY
+    from ase_definet.model.definet import VACANCY_MARKER
+    assert VACANCY_MARKER == VACANCY
+
+
+def test_configs_saved_before_the_new_keys_build_the_old_network():
+    old = {"hidden": 64, "num_layers": 4, "num_rbf": 16, "cutoff": 5.0,
+           "max_neighbors": 32, "avg_neighbors": 16.0, "max_elements": 100}
+    cfg = DefiNetConfig.from_dict(old)
+    assert cfg.residual is False and cfg.zero_mean is False
+    assert not any(layer.residual for layer in DefiNet(cfg).layers)
+    with pytest.raises(ValueError, match="unknown DefiNet config keys"):
+        DefiNetConfig.from_dict({**old, "residuals": True})
+
+
+#: The shipped checkpoint these reference numbers were taken with (before the
+#: residual and zero-mean options existed).
+_SHIPPED_SHA = "12e5114564623ecfe4433ab02518aadb473b7e6444dade687e6763eb4fff40c2"
+
+
+def test_shipped_model_prediction_unchanged_by_the_new_options():
+    """The shipped weights predict what they predicted before the options were
+    added: the three largest displacements and the summed |displacement| of the
+    first example structure, recorded with the code of commit e2ffcff."""
+    from ase.io import read
+    from ase_definet.weights import default_model_name, registry, sha256
+    from conftest import ROOT
+    entry = registry().get(default_model_name())
+    if entry is None or sha256(entry["path"]) != _SHIPPED_SHA:
+        pytest.skip("the shipped weights changed since the reference was recorded")
+    atoms = read(ROOT / "examples" / "data" / "MoS2_defects.extxyz", 0)
+    pred = Predictor(default_model_name(), device="cpu")
+    assert pred.model.config.residual is False and pred.model.config.zero_mean is False
+    disp = pred.predict([atoms], "MoS2")[0].positions - atoms.positions
+    want = np.array([[-0.0042824978, 0.0055596447, -0.1489440054],
+                     [-0.0012933097, 0.0083511183, 0.148443386],
+                     [0.0063649593, -0.0037612044, 0.1484810263]])
+    assert np.abs(disp[[39, 20, 0]] - want).max() < 1e-8
+    assert abs(np.abs(disp).sum() - 8.568035539705306) < 1e-6
