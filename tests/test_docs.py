@@ -1,0 +1,63 @@
+"""The user-facing documents point at files that exist, and the README's commands are CI's."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import ROOT
+
+DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "experiments" / "README.md",
+        ROOT / "experiments" / "lineage.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+# a repository path in backticks or plain text, with the character that ends it
+REPO_PATH = re.compile(r"(?<![\w/.=$-])((?:weights|experiments|benchmarks|examples|docs)/[\w./-]*\w)(.?)")
+
+
+def link_targets(text: str) -> list[str]:
+    """Relative targets of markdown links, anchors dropped."""
+    out = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        out.append(target.split("#", 1)[0])
+    return out
+
+
+def repo_paths(text: str) -> list[str]:
+    """Paths from the repository root named in the text, globs and old names left out."""
+    out = []
+    for path, after in REPO_PATH.findall(text):
+        if after in "*{" and after or path.startswith("weights/train"):
+            continue  # a pattern (definet-2dmd-v*/), or the folder's pre-move name
+        out.append(path)
+    return out
+
+
+def test_link_and_path_extraction():
+    text = ("see [card](../weights/README.md#targets), [web](https://x.org/a) and "
+            "`experiments/runs/definet-2dmd-v*/`, `weights/train/x.md`, "
+            "`experiments/runs/data_v8.md`, `RUN=weights/x`.")
+    assert link_targets(text) == ["../weights/README.md"]
+    assert repo_paths(text) == ["experiments/runs/data_v8.md"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_documents_name_existing_files(doc):
+    """Bug class: the experiment history moved (weights/train -> experiments/runs) and
+    every document naming a run folder, rule file or script had to follow."""
+    text = doc.read_text()
+    missing = [t for t in link_targets(text) if not (doc.parent / t).exists()]
+    missing += [p for p in repo_paths(text) if not (ROOT / p).exists()]
+    assert not missing, f"{doc.relative_to(ROOT)} names missing files: {missing}"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Two commands on a fresh machine\n\n```bash\n(.*?)```", readme, re.S)
+    assert block, "README has no two-commands block"
+    install, test = block.group(1).strip().splitlines()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == test
+    example = re.search(r"definet relax (\S+)", install).group(1)
+    assert (ROOT / example).is_file()
