@@ -15,6 +15,7 @@ from ase import Atoms
 from ase.io import iread, write
 from ase.io.formats import filetype, ioformats
 
+from .checks import MAX_DISPLACEMENT, MIN_DISTANCE_FRACTION, apply_prediction, check_policy
 from .inference import Predictor
 
 
@@ -26,38 +27,50 @@ def iter_structures(paths: Iterable[str | Path]) -> Iterator[Atoms]:
 
 def relax_many(structures: Iterable[Atoms], host, predictor: Predictor,
                batch_size: int = 8, calculator=None, fmax: float = 0.05,
-               steps: int = 1000, optimizer: str = "BFGS") -> Iterator[list[Atoms]]:
+               steps: int = 1000, optimizer: str = "BFGS", on_violation: str = "revert",
+               min_distance_fraction: float = MIN_DISTANCE_FRACTION,
+               max_displacement: float = MAX_DISPLACEMENT) -> Iterator[list[Atoms]]:
     """Yield batches of pre-relaxed structures (copies; inputs are not modified).
 
-    With ``calculator`` (a name for :func:`~ase_definet.data.oracle.make_calculator`
-    or an ASE calculator), each prediction is finished with residual
-    ``optimizer`` steps to ``fmax``; ``atoms.info`` records the steps taken.
+    Predictions pass the same sanity checks and ``on_violation`` policy as
+    :class:`~ase_definet.relax.DefiNetRelaxer` (:func:`~ase_definet.checks.apply_prediction`),
+    which records per structure in ``atoms.info``: ``definet`` (``"predicted"``,
+    ``"kept"`` or ``"reverted"``), ``definet_vacancies``, ``definet_substitutions``,
+    ``definet_max_move`` (Å) and, only when a check failed, ``definet_warnings``.
+
+    With ``calculator`` (anything :func:`~ase_definet.calculators.make_calculator`
+    accepts), each prediction is finished with residual ``optimizer`` steps to
+    ``fmax``; ``atoms.info`` then also holds ``definet_residual_steps`` and
+    ``definet_converged``. Without one, predictions are batched ``batch_size`` at a
+    time; with one, each structure is relaxed in turn (the calculator dominates).
     """
     from .relax import DefiNetRelaxer
-    calc = calculator
-    if isinstance(calculator, str):
-        from .data.oracle import make_calculator
+    check_policy(on_violation)
+    calc = None
+    if calculator is not None:
+        from .calculators import make_calculator
         calc = make_calculator(calculator, device=str(predictor.device))
-    batch: list[Atoms] = []
+    limits = dict(min_distance_fraction=min_distance_fraction,
+                  max_displacement=max_displacement)
 
-    def finish(items):
+    def finish(items: list[Atoms]) -> list[Atoms]:
+        out = [a.copy() for a in items]
         if calc is None:
-            preds = predictor.predict(items, host, batch_size=len(items))
-            out = [a.copy() for a in items]
+            preds = predictor.predict(out, host, batch_size=len(out))
             for a, p in zip(out, preds):
-                a.set_positions(p.positions)
-                a.info["definet"] = "predicted"
+                apply_prediction(a, p.positions, p.match, on_violation, stacklevel=3,
+                                 **limits)
             return out
-        out = []
-        for a in items:       # the calculator dominates: one structure at a time
-            a = a.copy()
+        for a in out:
             a.calc = calc
-            r = DefiNetRelaxer(a, host, model=predictor, logfile=None, optimizer=optimizer)
-            a.info["definet_converged"] = r.run(fmax=fmax, steps=steps)
-            a.info["definet_residual_steps"] = r.nsteps
-            out.append(a)
+            r = DefiNetRelaxer(a, host, model=predictor, logfile=None, optimizer=optimizer,
+                               on_violation=on_violation, threads=predictor.threads,
+                               **limits)
+            a.info["definet_converged"] = bool(r.run(fmax=fmax, steps=steps))
+            a.info["definet_residual_steps"] = int(r.nsteps)
         return out
 
+    batch: list[Atoms] = []
     for atoms in structures:
         batch.append(atoms)
         if len(batch) == batch_size:

@@ -10,23 +10,34 @@ Two checks, both cheap and O(N):
   structures move an atom by more than 3 Å, so a tighter bound flags correct
   predictions).
 
-A violation never passes silently: it is reported and the relaxer applies its
-policy (by default it restores the unrelaxed positions; it can also keep and flag
-the prediction, or hand straight to the calculator). Measured with the v6 weights
+A violation never passes silently: it is reported and :func:`apply_prediction`
+applies the caller's policy (by default it restores the unrelaxed positions; it can
+also keep and flag the prediction, or hand straight to the calculator). That one
+function serves :class:`~ase_definet.relax.DefiNetRelaxer` and batch relaxation
+(:func:`~ase_definet.batch.relax_many`, ``definet relax``) alike. Measured with the v6 weights
 on those 381 structures: 4 predictions put two atoms too close, and one (an InSe
 sheet with 13 of 72 In sites vacant) moved an atom by 7e7 Å, the network's
 coordinate updates feeding on themselves far outside its training data.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
 from matscipy.neighbours import neighbour_list
 
+from .labels import marker_counts
+from .match import HostMatch
+
 MIN_DISTANCE_FRACTION = 0.6
 MAX_DISPLACEMENT = 6.0
+#: What to do with a prediction that fails a check (see :func:`apply_prediction`).
+POLICIES = ("keep", "revert", "calculator")
+_ACTIONS = {"keep": "kept the prediction",
+            "revert": "restored the unrelaxed positions",
+            "calculator": "restored the unrelaxed positions for the calculator"}
 
 
 @dataclass
@@ -59,3 +70,84 @@ def check_prediction(atoms: Atoms, unrelaxed_positions: np.ndarray, host_bond: f
         problems.append(f"atom {k} moved {max_disp:.3f} Å, more than "
                         f"max_displacement={max_displacement:g} Å")
     return SanityReport(not problems, problems, min_d, max_disp)
+
+
+def check_policy(on_violation: str) -> str:
+    """Return ``on_violation`` if it is one of :data:`POLICIES`, else raise ValueError."""
+    if on_violation not in POLICIES:
+        raise ValueError(f"on_violation must be one of {POLICIES}, got {on_violation!r}")
+    return on_violation
+
+
+@dataclass
+class Applied:
+    """Outcome of :func:`apply_prediction` for one structure."""
+
+    report: SanityReport
+    #: positions left in ``atoms`` (the prediction, or the unrelaxed ones if reverted)
+    positions: np.ndarray
+    #: the warning text issued, or None when the checks passed
+    warning: str | None = None
+
+
+def apply_prediction(atoms: Atoms, predicted: np.ndarray, match: HostMatch,
+                     on_violation: str = "revert",
+                     min_distance_fraction: float = MIN_DISTANCE_FRACTION,
+                     max_displacement: float = MAX_DISPLACEMENT,
+                     stacklevel: int = 2) -> Applied:
+    """Write a prediction into ``atoms``, check it and apply the violation policy.
+
+    The one place where a DefiNet prediction reaches a structure: positions are
+    set with ``Atoms.set_positions`` (constraints such as ``FixAtoms`` hold), the
+    checks run on the result, and a failure warns (``UserWarning``) and follows
+    ``on_violation``: ``"keep"`` the flagged prediction, or ``"revert"`` /
+    ``"calculator"`` to the unrelaxed positions.
+
+    ``atoms.info`` records, per structure:
+
+    ``definet``
+        ``"predicted"``, ``"kept"`` (flagged but kept) or ``"reverted"``;
+    ``definet_vacancies``, ``definet_substitutions``
+        defects found by host matching;
+    ``definet_max_move``
+        largest displacement of the prediction in Å (also when reverted);
+    ``definet_warnings``
+        list of the failed checks, present only when there is one (extxyz cannot
+        store an empty list).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        The unrelaxed structure; modified in place.
+    predicted : numpy.ndarray
+        Predicted positions of its atoms, ``(len(atoms), 3)``.
+    match : HostMatch
+        The host match of the prediction (defect counts, host bond).
+    on_violation : {"keep", "revert", "calculator"}
+    min_distance_fraction, max_displacement : float
+        Bounds of :func:`check_prediction`.
+    stacklevel : int
+        Of the warning, counted from the caller of this function.
+    """
+    check_policy(on_violation)
+    unrelaxed = atoms.get_positions()
+    atoms.set_positions(predicted)                 # honours FixAtoms & co.
+    report = check_prediction(atoms, unrelaxed, match.host_bond,
+                              min_distance_fraction, max_displacement)
+    counts = marker_counts(match)
+    atoms.info.pop("definet_warnings", None)       # a stale record from an earlier run
+    atoms.info.update(definet="predicted", definet_vacancies=counts["vacancies"],
+                      definet_substitutions=counts["substitutions"],
+                      definet_max_move=report.max_displacement)
+    if report.ok:
+        return Applied(report, atoms.get_positions())
+    text = (f"DefiNet prediction failed sanity checks ({'; '.join(report.problems)}); "
+            f"{_ACTIONS[on_violation]}")
+    warnings.warn(text, stacklevel=stacklevel + 1)
+    atoms.info["definet_warnings"] = list(report.problems)
+    if on_violation == "keep":
+        atoms.info["definet"] = "kept"
+    else:
+        atoms.set_positions(unrelaxed)
+        atoms.info["definet"] = "reverted"
+    return Applied(report, atoms.get_positions(), text)

@@ -19,7 +19,10 @@ from torch import nn
 
 from .errors import DeviceError, StructureTooLargeError, UnsupportedStructureError
 from .graph import Graph, build_graph, collate
-from .match import DEFAULT_TOLERANCE, PRISTINE, SUBSTITUTION, HostMatch, match_host
+from .labels import defect_labels
+from .match import DEFAULT_TOLERANCE, HostMatch, match_host
+from .process import check_threads, torch_threads
+from .scope import check_scope
 
 #: Activation bytes per (edge × feature) of one forward pass: the peak-RSS growth
 #: of a 768-atom MoS2 forward was 42 (paper config) to 62 (default) bytes.
@@ -28,29 +31,6 @@ _BYTES_PER_EDGE_FEATURE = 64
 #: Edges × hidden features per forward pass on CPU (64 MB per float32 tensor;
 #: measured: paper config batch 32 at 3.7 struct/s with it, 2.5 without).
 CPU_CHUNK_EDGE_FEATURES = 1 << 24
-
-
-def tune_malloc() -> bool:
-    """Keep freed heap memory for reuse instead of returning it to the OS (glibc).
-
-    A forward pass allocates and frees many edge-sized tensors. With glibc's
-    defaults large blocks go back to the OS and every new tensor page-faults
-    on first touch, which costs ~20 % of a forward pass on the 2-core VMs we
-    measured (benchmarks/inference.py). Raising the mmap and trim thresholds
-    keeps that memory in the process. Disable with ``ASE_DEFINET_TUNE_MALLOC=0``.
-    """
-    import ctypes
-    import os
-    import sys
-    if os.environ.get("ASE_DEFINET_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 28) and
-                libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def resolve_device(device: "str | torch.device | None") -> torch.device:
@@ -92,13 +72,6 @@ def deterministic_mode(enabled: bool, device: torch.device | None = None):
         yield
     finally:
         torch.use_deterministic_algorithms(prev)
-
-
-def defect_labels(match: HostMatch) -> set[str]:
-    """Defect types present, as ``V_X`` (vacancy of X) and ``Y_X`` (Y on an X site)."""
-    labels = {f"V_{s}" for s, _ in match.vacancies}
-    labels |= {f"{new}_{old}" for _, old, new in match.substitutions}
-    return labels
 
 
 def check_supported(match: HostMatch, symbols: list[str], card: dict,
@@ -145,7 +118,9 @@ class Predictor:
     ----------
     model : None, str, path or torch.nn.Module
         ``None``: the shipped default; a registry name; a checkpoint path; or a
-        :class:`~ase_definet.model.DefiNet` instance.
+        :class:`~ase_definet.model.DefiNet` instance. Names and paths are loaded
+        once per process and device and shared (:mod:`ase_definet.model_cache`:
+        do not modify ``self.model``; ``clear_model_cache()`` frees it).
     device : None, "cpu", "cuda", ...
         ``None`` uses CUDA when available.
     strict : bool
@@ -157,15 +132,26 @@ class Predictor:
         Estimated activation memory allowed per forward pass; batches are cut
         to fit, and a single structure that alone exceeds it is refused with
         :class:`~ase_definet.errors.StructureTooLargeError`.
+    threads : int, optional
+        torch threads for each :meth:`predict` call, restored afterwards
+        (``None``: torch's current setting). Beside another busy process use 1.
+
+    Notes
+    -----
+    The process's malloc is left alone; the ``definet`` command opts in to
+    :func:`ase_definet.process.keep_freed_memory`, and so may a caller.
     """
 
     def __init__(self, model=None, device=None, strict: bool = True,
-                 deterministic: bool = False, max_memory_gb: float = 8.0):
-        from .weights import load_model
+                 deterministic: bool = False, max_memory_gb: float = 8.0,
+                 threads: int | None = None):
         self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            tune_malloc()
-        self.model: nn.Module = load_model(model).to(self.device).eval()
+        self.threads = check_threads(threads)
+        if isinstance(model, nn.Module):
+            self.model: nn.Module = model.to(self.device).eval()
+        else:
+            from .model_cache import cached_model
+            self.model = cached_model(model, self.device)
         self.config = self.model.config
         self.card = getattr(self.model, "card", {}) or {}
         self.strict = strict
@@ -185,6 +171,8 @@ class Predictor:
         match = match_host(atoms, host, tolerance=tolerance)
         t1 = time.perf_counter()
         check_supported(match, atoms.get_chemical_symbols(), self.card, self.strict)
+        # the host as given (match.host is rebuilt per structure); its scope is cached
+        check_scope(host, atoms, self.card, self.strict)
         graph = build_graph(match, atoms.cell.array, atoms.pbc | match.host.pbc,
                             self.config.cutoff, self.config.max_neighbors)
         t2 = time.perf_counter()
@@ -243,6 +231,10 @@ class Predictor:
         """
         if not isinstance(hosts, (list, tuple)):
             hosts = [hosts] * len(atoms_list)
+        with torch_threads(self.threads):
+            return self._predict(atoms_list, hosts, tolerance, batch_size)
+
+    def _predict(self, atoms_list, hosts, tolerance, batch_size) -> list[Prediction]:
         preds: list[Prediction] = []
         for start in range(0, len(atoms_list), max(1, batch_size)):
             part = atoms_list[start:start + batch_size]
@@ -257,10 +249,3 @@ class Predictor:
                                         dict(t, network=t_net)))
         return preds
 
-
-def marker_counts(match: HostMatch) -> dict[str, int]:
-    """Numbers of pristine atoms, substitutions and vacancies."""
-    m = match.markers
-    return {"pristine": int((m == PRISTINE).sum()),
-            "substitutions": int((m == SUBSTITUTION).sum()),
-            "vacancies": int(len(match.vacancies))}

@@ -8,7 +8,6 @@ residual ionic steps to ``fmax``.
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,15 @@ import numpy as np
 from ase import Atoms
 from ase.optimize.optimize import DEFAULT_MAX_STEPS, BaseDynamics
 
-from .checks import MAX_DISPLACEMENT, MIN_DISTANCE_FRACTION, check_prediction
-from .inference import Predictor, marker_counts
+from .checks import (MAX_DISPLACEMENT, MIN_DISTANCE_FRACTION, POLICIES, apply_prediction,
+                     check_policy)
+from .inference import Predictor
+from .labels import marker_counts
 from .match import DEFAULT_TOLERANCE
 from .optimizers import optimizer_class
+from .process import check_threads, torch_threads
 
-POLICIES = ("keep", "revert", "calculator")
+__all__ = ["DefiNetRelaxer", "POLICIES"]
 
 
 class DefiNetRelaxer(BaseDynamics):
@@ -35,7 +37,10 @@ class DefiNetRelaxer(BaseDynamics):
     host : ase.Atoms, str or path
         Pristine host: supercell, tiling unit cell, file, or built-in name.
     model : None, str, path, torch.nn.Module or Predictor
-        ``None`` uses the shipped default weights.
+        ``None`` uses the shipped default weights. Names and paths are loaded
+        once per process (:mod:`ase_definet.model_cache`), so constructing a
+        fresh relaxer per structure in a loop costs no reload; a
+        :class:`~ase_definet.inference.Predictor` may be passed to share settings.
     device : None, "cpu" or "cuda"
         ``None`` uses CUDA when available.
     logfile : None, "-", path or file object
@@ -55,11 +60,18 @@ class DefiNetRelaxer(BaseDynamics):
         flag it, restore the unrelaxed positions (default: a structure with
         overlapping or flung-away atoms must not reach the calculator), or
         restore them and leave the relaxation to the calculator. Flags go to the log and to
-        ``atoms.info["definet_warnings"]``.
+        ``atoms.info["definet_warnings"]``; ``atoms.info`` also records the defects
+        found and the largest move (:func:`~ase_definet.checks.apply_prediction`).
     strict : bool
         Refuse elements/defect types outside the model card (default True).
     deterministic : bool
         Deterministic GPU kernels.
+    threads : int, optional
+        torch threads while :meth:`run` / :meth:`irun` execute (the prediction and,
+        with a torch calculator such as CHGNet, the residual steps), restored
+        afterwards; ``None`` keeps torch's setting. Beside another busy process
+        use ``threads=1``. Ignored for the prediction when ``model`` is a
+        Predictor, which has its own ``threads``.
     """
 
     def __init__(self, atoms: Atoms, host, model=None, device=None,
@@ -68,9 +80,10 @@ class DefiNetRelaxer(BaseDynamics):
                  tolerance: float = DEFAULT_TOLERANCE, on_violation: str = "revert",
                  min_distance_fraction: float = MIN_DISTANCE_FRACTION,
                  max_displacement: float = MAX_DISPLACEMENT, strict: bool = True,
-                 deterministic: bool = False, append_trajectory: bool = False):
-        if on_violation not in POLICIES:
-            raise ValueError(f"on_violation must be one of {POLICIES}, got {on_violation!r}")
+                 deterministic: bool = False, append_trajectory: bool = False,
+                 threads: int | None = None):
+        check_policy(on_violation)
+        self.threads = check_threads(threads)
         super().__init__(atoms, logfile=logfile, trajectory=None)
         self._logfile_arg = logfile
         self.host = host
@@ -107,6 +120,10 @@ class DefiNetRelaxer(BaseDynamics):
         """
         self.fmax = fmax
         self.max_steps = self.nsteps + steps
+        with torch_threads(self.threads):
+            yield from self._irun(fmax, steps)
+
+    def _irun(self, fmax: float, steps: int):
         traj = self._open_trajectory()
         try:
             if not self.predicted:
@@ -134,35 +151,25 @@ class DefiNetRelaxer(BaseDynamics):
 
     # ------------------------------------------------------------ steps
     def predict(self) -> np.ndarray:
-        """Write the DefiNet prediction into ``atoms`` and return it."""
+        """Write the DefiNet prediction into ``atoms`` and return it.
+
+        The sanity checks and the ``on_violation`` policy are applied by
+        :func:`~ase_definet.checks.apply_prediction`, as in batch relaxation.
+        """
         t0 = time.perf_counter()
-        unrelaxed = self.atoms.get_positions()
         pred = self.predictor.predict([self.atoms], self.host, tolerance=self.tolerance)[0]
         self.match = pred.match
-        self.atoms.set_positions(pred.positions)      # honours FixAtoms & co.
-        self.prediction = self.atoms.get_positions()
-        self.report = check_prediction(self.atoms, unrelaxed, pred.match.host_bond,
-                                       self.min_distance_fraction, self.max_displacement)
+        applied = apply_prediction(self.atoms, pred.positions, pred.match, self.on_violation,
+                                   self.min_distance_fraction, self.max_displacement,
+                                   stacklevel=3)
+        self.report = applied.report
+        self.prediction = applied.positions
         self.timings = dict(pred.timings, total=time.perf_counter() - t0)
         self.predicted = True
-        self._log_prediction(unrelaxed)
-        if not self.report.ok:
-            self._apply_policy(unrelaxed)
+        self._log_prediction()
+        if applied.warning:
+            self.logfile.write(f"# WARNING: {applied.warning}\n")
         return self.prediction
-
-    def _apply_policy(self, unrelaxed: np.ndarray) -> None:
-        msgs = list(self.report.problems)
-        self.atoms.info["definet_warnings"] = msgs
-        action = {"keep": "kept the prediction",
-                  "revert": "restored the unrelaxed positions",
-                  "calculator": "restored the unrelaxed positions for the calculator"
-                  }[self.on_violation]
-        text = f"DefiNet prediction failed sanity checks ({'; '.join(msgs)}); {action}"
-        warnings.warn(text, stacklevel=3)
-        self.logfile.write(f"# WARNING: {text}\n")
-        if self.on_violation in ("revert", "calculator"):
-            self.atoms.set_positions(unrelaxed)
-            self.prediction = self.atoms.get_positions()
 
     def _residual(self, fmax: float, steps: int, traj):
         kwargs = dict(self.optimizer_kwargs)
@@ -200,11 +207,11 @@ class DefiNetRelaxer(BaseDynamics):
         frame.calc = None
         return frame
 
-    def _log_prediction(self, unrelaxed: np.ndarray) -> None:
+    def _log_prediction(self) -> None:
         name = "DefiNet"
         t = time.localtime()
         counts = marker_counts(self.match)
-        moved = float(np.linalg.norm(self.prediction - unrelaxed, axis=1).max())
+        moved = self.report.max_displacement
         self.logfile.write(
             f"{name}:  {0:3d} {t[3]:02d}:{t[4]:02d}:{t[5]:02d}  predicted in "
             f"{1e3 * self.timings['total']:.1f} ms: {counts['vacancies']} vacancies, "

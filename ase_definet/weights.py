@@ -153,39 +153,56 @@ def model_from_checkpoint(ckpt: dict, path: str = "<checkpoint>") -> DefiNet:
     return model.eval()
 
 
-def load_model(model: "str | Path | nn.Module | None" = None) -> nn.Module:
-    """Resolve ``model`` (None, registry name, checkpoint path or module) to a network.
+def checkpoint_source(model: "str | Path | None" = None) -> tuple[Path, str | None, str]:
+    """Where a model name or path points: ``(file, expected sha256 or None, name)``.
 
-    ``None`` loads the shipped default; names are looked up in the registry
-    and their sha256 verified; paths are read with ``weights_only=True``.
+    ``None`` is the shipped default; registry names carry their sha256; any other
+    value must be an existing checkpoint file.
+
+    Raises
+    ------
+    NoWeightsError
+        If ``model`` is neither a shipped model nor an existing file.
     """
-    if isinstance(model, nn.Module):
-        return model
     if model is None:
         model = default_model_name()
     reg = registry()
     name = str(model)
     if name in reg:
-        entry = reg[name]
-        net = model_from_checkpoint(read_checkpoint(entry["path"], entry["sha256"]),
-                                    entry["path"])
-        net.card = dict(entry.get("card", {}), **getattr(net, "card", {}))
-        net.model_name = name
-        return net
+        return Path(reg[name]["path"]), reg[name]["sha256"], name
     path = Path(name)
     if not path.exists():
         raise NoWeightsError(
             f"model {name!r} is neither a shipped model ({', '.join(reg) or 'none installed'}) "
             "nor an existing checkpoint file")
-    net = model_from_checkpoint(read_checkpoint(path), str(path))
-    net.model_name = path.name
+    return path, None, path.name
+
+
+def load_model(model: "str | Path | nn.Module | None" = None) -> nn.Module:
+    """Resolve ``model`` (None, registry name, checkpoint path or module) to a network.
+
+    ``None`` loads the shipped default; names are looked up in the registry
+    and their sha256 verified; paths are read with ``weights_only=True``. Every
+    call builds a fresh network (for training or editing); prediction uses the
+    process-wide cache of :mod:`ase_definet.model_cache` instead.
+    """
+    if isinstance(model, nn.Module):
+        return model
+    path, digest, name = checkpoint_source(model)
+    net = model_from_checkpoint(read_checkpoint(path, digest), str(path))
+    if digest is not None:
+        net.card = dict(registry()[name].get("card", {}), **getattr(net, "card", {}))
+    net.model_name = name
     return net
 
 
 def coverage(samples) -> dict:
-    """The card's scope: elements, defect types (``V_X``, ``Y_X``) and hosts (reduced
-    formulas, e.g. ``MoS2``) present in samples."""
-    from .inference import defect_labels
+    """The card's scope: elements, defect types (``V_X``, ``Y_X``), hosts (reduced
+    formulas, e.g. ``MoS2``) and the host ``scope`` records
+    (:func:`ase_definet.scope.scope_of_samples`) of the samples."""
+    from .labels import defect_labels
+    from .scope import scope_of_samples
+    samples = list(samples)
     elements: set[str] = set()
     defects: set[str] = set()
     hosts: set[str] = set()
@@ -193,7 +210,8 @@ def coverage(samples) -> dict:
         elements |= set(s.atoms.get_chemical_symbols()) | set(s.host.get_chemical_symbols())
         defects |= defect_labels(s.match)
         hosts.add(str(s.host.symbols.formula.reduce()[0]))
-    return {"elements": sorted(elements), "defects": sorted(defects), "hosts": sorted(hosts)}
+    return {"elements": sorted(elements), "defects": sorted(defects), "hosts": sorted(hosts),
+            "scope": scope_of_samples(samples)}
 
 
 def package_model(checkpoint: str | Path, name: str, card: dict,

@@ -5,7 +5,7 @@ Spawned workers of ``generate``, ``tighten``, ``residual`` and
 each step faster without changing its result (``benchmarks/oracle_speed.py``
 measures both, ``tests/test_oracle.py`` checks trajectories stay bit-identical):
 
-- glibc keeps freed memory in the heap (:func:`.heap.keep_freed_memory`);
+- glibc keeps freed memory in the heap (:func:`ase_definet.process.keep_freed_memory`);
 - subnormal floats are flushed to zero (``torch.set_flush_denormal``): CHGNet's
   forward and backward passes produce values below 1e-38 (which ops, not traced),
   every op touching them takes the CPU's slow path, and their contribution is
@@ -15,7 +15,7 @@ A caller's own process is never changed: these are set only in pool workers.
 """
 from __future__ import annotations
 
-from .heap import keep_freed_memory
+from ..process import keep_freed_memory
 
 
 def tune_worker() -> dict[str, bool]:
