@@ -5,7 +5,7 @@ Arms (``--arms``, in this order by default), each adding one change to the last:
 - ``stock``: ``chgnet.model.CHGNetCalculator`` as shipped (task ``"efsm"`` on every
   call), glibc's default malloc;
 - ``heap``: the same calculator in a process that keeps freed memory
-  (``data.heap.keep_freed_memory``);
+  (``process.keep_freed_memory``);
 - ``ondemand``: ``make_calculator("chgnet")`` (energy and forces only, unless
   stress is asked for), freed memory kept;
 - ``ftz``: the same with subnormal floats flushed to zero: ``data.worker.tune_worker``
@@ -41,8 +41,8 @@ def _run(args: tuple) -> dict:
     import torch
     torch.set_num_threads(1)
     from ase.optimize import FIRE
-    from ase_definet.data.heap import keep_freed_memory
-    from ase_definet.data.oracle import make_calculator
+    from ase_definet.process import keep_freed_memory
+    from ase_definet.calculators import make_calculator
     from ase_definet.data.worker import tune_worker
     if arm == "ftz":
         accepted = all(tune_worker().values())

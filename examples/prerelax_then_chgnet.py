@@ -16,7 +16,7 @@ from ase.optimize import BFGS
 from ase_definet import DefiNetRelaxer
 from ase_definet.data.defects import apply_defects
 from ase_definet.data.hosts import build_host
-from ase_definet.data.oracle import make_calculator
+from ase_definet.calculators import make_calculator
 from ase_definet.errors import NoWeightsError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ase_definet.data.oracle import chgnet_task, make_calculator
+from ase_definet.calculators import chgnet_task, make_calculator
 
 
 def test_chgnet_task_covers_the_request_and_nothing_more():

@@ -31,7 +31,8 @@ from ase import Atoms
 
 from ..optimizers import optimizer_class
 from . import generate as gen
-from .oracle import FMAX, OPTIMIZER, calculator_version, relax
+from ..calculators import calculator_version
+from .oracle import FMAX, OPTIMIZER, relax
 from .sample import info_matches, unwrap_relaxed
 from .store import append_frames, read_frames
 

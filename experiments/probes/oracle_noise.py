@@ -49,7 +49,7 @@ def _init(calculator: str) -> None:
     import torch
     torch.set_num_threads(1)
     from ase_definet.data.worker import tune_worker
-    from ase_definet.data.oracle import make_calculator
+    from ase_definet.calculators import make_calculator
     tune_worker()
     _WORKER["calc"] = make_calculator(calculator)
 
