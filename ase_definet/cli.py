@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             action.add_argument("--threads", type=int, default=None,
                                 help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    from .process import keep_freed_memory
+    keep_freed_memory()      # the definet process is ours to tune; a library's caller's is not
     if args.threads and args.command not in _WORKER_COMMANDS:
         import torch
         torch.set_num_threads(args.threads)

@@ -31,26 +31,13 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from .card import fmt_num
+from .calculators import CalculatorLike, make_calculator
 from .data.worker import tune_worker
 from .data.sample import Sample
 from .optimizers import optimizer_class
 
 FMAX = 0.05
 MAX_STEPS = 1000
-
-CalculatorLike = str | Calculator | Callable[[], Calculator]
-
-
-def resolve_calculator(calculator: CalculatorLike, device: str = "cpu") -> Calculator:
-    """A calculator from a name (``make_calculator``), a factory, or an instance."""
-    if isinstance(calculator, str):
-        from .data.oracle import make_calculator
-        return make_calculator(calculator, device=device)
-    # A class or factory function is called; an instance is used as it is.
-    if isinstance(calculator, type) or not hasattr(calculator, "get_potential_energy"):
-        return calculator()
-    return calculator
-
 
 def _thresholds(fmax: float | Sequence[float]) -> list[float]:
     values = [fmax] if np.isscalar(fmax) else list(fmax)
@@ -135,7 +122,7 @@ def _init_worker(calculator: CalculatorLike, device: str, threads: int | None,
     if threads:
         import torch
         torch.set_num_threads(threads)
-    _WORKER["calc"] = resolve_calculator(calculator, device)
+    _WORKER["calc"] = make_calculator(calculator, device)
 
 
 def _relax_pair(task: tuple) -> tuple[int, dict, dict]:

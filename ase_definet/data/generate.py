@@ -31,8 +31,8 @@ from ase.calculators.calculator import Calculator
 
 from .defects import DefectConfig, apply_defects, generate_configs
 from .hosts import build_host, host_spec
-from .oracle import (FMAX, MAX_STEPS, OPTIMIZER, calculator_version, make_calculator,
-                     relax)
+from ..calculators import calculator_version, make_calculator
+from .oracle import FMAX, MAX_STEPS, OPTIMIZER, relax
 from .sample import unwrap_relaxed
 from .store import append_frames, read_frames
 from .worker import tune_worker
