@@ -129,11 +129,23 @@ def resolve_host(host: Atoms | str, atoms: Atoms) -> Atoms:
     path = Path(name)
     if path.exists():
         from ase.io import read
-        return read(path)
+        try:
+            return read(path)
+        except Exception as err:   # ASE readers raise anything on a garbage file
+            from .errors import DataFormatError
+            raise DataFormatError(f"cannot read host file {name}: "
+                                  f"{type(err).__name__}: {err}") from err
     from .errors import UnknownHostError
     raise UnknownHostError(
         f"host {name!r} is neither a file nor a built-in host "
         f"({', '.join(HOSTS)})")
+
+
+def _is_builtin(name) -> bool:
+    if not isinstance(name, str):
+        return False
+    from .data.hosts import ALIASES, HOSTS
+    return name in HOSTS or name in ALIASES
 
 
 def supercell_matrix(cell: np.ndarray, host_cell: np.ndarray,
@@ -163,6 +175,62 @@ def supercell_matrix(cell: np.ndarray, host_cell: np.ndarray,
 
 def atoms_lengths(cell: np.ndarray) -> np.ndarray:
     return np.linalg.norm(cell, axis=1)
+
+
+#: Largest lattice strain (fraction) for which a failed supercell test says
+#: "strained host" instead of only printing the matrix.
+STRAIN_HINT = 0.02
+
+
+def lattice_strain(cell: np.ndarray, host_cell: np.ndarray,
+                   rtol: float = CELL_TOLERANCE) -> tuple[np.ndarray, np.ndarray] | None:
+    """Integer ``M`` and strain ``e`` with ``cell[i] ≈ (1 + e[i]) (M @ host_cell)[i]``.
+
+    Explains a cell that is an integer supercell of a stretched or compressed
+    host (the same lattice vector directions, other lengths). Returns ``None``
+    when no such ``M`` exists (other angles, a singular host).
+    """
+    try:
+        m = np.rint(cell @ np.linalg.inv(host_cell))
+    except np.linalg.LinAlgError:
+        return None
+    if abs(np.linalg.det(m)) < 0.5:
+        return None
+    ideal = m @ host_cell
+    scale = atoms_lengths(cell) / np.maximum(atoms_lengths(ideal), 1e-12)
+    off = np.linalg.norm(cell - scale[:, None] * ideal, axis=1)
+    if (off > rtol * np.maximum(atoms_lengths(cell), 1.0)).any():
+        return None
+    return m.astype(int), scale - 1.0
+
+
+def strained_host_hint(cell: np.ndarray, host_cell: np.ndarray, host_label: str,
+                       builtin: bool) -> str | None:
+    """A sentence for a cell that tiles a host strained by at most :data:`STRAIN_HINT`."""
+    found = lattice_strain(cell, host_cell)
+    if found is None:
+        return None
+    m, strain = found
+    if np.abs(strain).max() > STRAIN_HINT:
+        return None
+    diagonal = bool((m == np.diag(np.diag(m))).all())
+    size = "×".join(str(v) for v in np.diag(m)) if diagonal else f"M = {m.tolist()}"
+    axes = [(i, ax, e) for i, (ax, e) in enumerate(zip("abc", strain)) if abs(e) > 1e-9]
+    uniform = len({round(e, 6) for *_, e in axes}) == 1
+    how = (f"{100 * axes[0][2]:+.2f} %" if uniform
+           else ", ".join(f"{100 * e:+.2f} % along {ax}" for _, ax, e in axes))
+    # lattice constants (diagonal M only): one line per distinct strain
+    lengths = atoms_lengths(host_cell)
+    consts = [f"{ax} = {lengths[i] * (1 + e):.4f} Å here, {lengths[i]:.4f} Å in the host"
+              for i, ax, e in (axes[:1] if uniform else axes)] if diagonal else []
+    what = (f"the built-in host {host_label}" if builtin
+            else f"the host {host_label}" if host_label else "the host")
+    text = (f"the structure is an integer supercell ({size}) of {what} strained by {how}"
+            + (f" ({'; '.join(consts)})" if consts else ""))
+    if builtin:
+        return text + ("; the built-in lattice is fixed, so pass your own pristine cell "
+                       "as the host (a file or Atoms, e.g. --host pristine.vasp)")
+    return text + "; the host must be the pristine cell the structure was built from"
 
 
 class _PeriodicSites:
@@ -263,9 +331,24 @@ def match_host(atoms: Atoms, host: Atoms | str, tolerance: float = DEFAULT_TOLER
         All subclasses of ``ValueError``; messages name the atom, site or cell.
     """
     check_finite(atoms)
+    if abs(np.linalg.det(atoms.cell.array)) < 1e-9:
+        zero = [ax for ax, n in zip("abc", atoms_lengths(atoms.cell.array)) if n < 1e-9]
+        raise SupercellError(
+            "the structure's cell is singular"
+            + (f" (cell vector {', '.join(zero)} has zero length)" if zero else "")
+            + ": a 2D layer needs a cell with vacuum along c, e.g. "
+            "ase.build.mx2(..., vacuum=10) or atoms.center(vacuum=10, axis=2)")
+    label = None if isinstance(host, Atoms) else str(host)     # a name or a file
     host = resolve_host(host, atoms)
     check_finite(host, "host")
-    matrix = supercell_matrix(atoms.cell.array, host.cell.array, cell_tolerance)
+    try:
+        matrix = supercell_matrix(atoms.cell.array, host.cell.array, cell_tolerance)
+    except SupercellError as err:
+        hint = strained_host_hint(atoms.cell.array, host.cell.array, str(label or ""),
+                                  builtin=_is_builtin(label))
+        if hint is None:
+            raise
+        raise SupercellError(f"{err}; {hint}") from None
     pbc = atoms.pbc | host.pbc
     tiled, site_pos, site_num, finder, bond = _host_sites(
         np.ascontiguousarray(host.get_positions(), float).tobytes(),
