@@ -1,0 +1,450 @@
+"""Host scope: which pristine hosts a model was trained on, and whether a host is one.
+
+A model card's ``scope`` holds one record per distinct training host
+(:func:`host_scope`):
+
+* species: the reduced formula and the element set;
+* dimensionality: how many cell axes are periodic *and* filled; an axis that
+  is not periodic, or that leaves a gap of more than :data:`VACUUM_GAP` Å of
+  empty space (a sheet in a periodic box, as in 2DMD), is open. 3 = bulk,
+  2 = sheet, 1 = wire, 0 = molecule;
+* lattice: the reduced primitive cell of the periodic axes (spglib finds the
+  primitive cell, so a host and its supercells share one record; the open axes
+  are left out, so the vacuum size does not matter);
+* a structural fingerprint per inequivalent site: coordination number and
+  first-shell species, the sorted distances to the first :data:`N_NEIGHBOURS`
+  neighbours divided by the host's nearest-neighbour distance (so isotropic
+  strain leaves it unchanged) and the sorted bond-angle cosines of the first
+  shell (which separate e.g. octahedral from trigonal-prismatic sites).
+
+:func:`check_scope` compares the host of a structure with the card's records:
+same formula, same dimensionality, same site fingerprints and a lattice strain
+(largest principal stretch between the reduced cells) within the card's
+tolerance. Cards without a scope (older checkpoints) skip the check.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import warnings
+from functools import lru_cache
+
+import numpy as np
+import spglib
+from ase import Atoms
+from ase.cell import Cell
+from ase.geometry import minkowski_reduce
+from matscipy.neighbours import neighbour_list
+
+from .errors import UnsupportedStructureError
+
+SCOPE_VERSION = 1
+#: Å of empty space along an axis that make it a vacuum axis (2DMD: ~15 Å;
+#: interlayer gaps of layered bulk crystals: ~3 Å).
+VACUUM_GAP = 5.0
+#: Largest principal lattice strain between a host and a covered host.
+STRAIN_TOLERANCE = 0.02
+#: spglib tolerance in Å: relaxed hosts carry ~1e-4 Å of numerical noise.
+SYMPREC = 0.01
+#: Neighbours per site in the distance fingerprint.
+N_NEIGHBOURS = 24
+#: First shell: neighbours within this factor of the site's shortest bond.
+SHELL_FACTOR = 1.2
+#: Largest relative difference of two normalised neighbour distances of one
+#: prototype: above twice the 3 % strain a strained copy may carry, so a
+#: strained host reads as strained, not as another prototype.
+DISTANCE_TOLERANCE = 0.07
+#: Largest difference of two first-shell bond-angle cosines of one prototype.
+ANGLE_TOLERANCE = 0.1
+#: Length added to the extent of the atoms along an open axis (images apart).
+_OPEN_PADDING = 25.0
+_KINDS = {3: "bulk", 2: "sheet", 1: "wire", 0: "molecule"}
+
+
+# ------------------------------------------------------------------ geometry
+def _complete(cell: np.ndarray, keep: list[int]) -> np.ndarray:
+    """Orthonormal directions spanning the complement of the ``keep`` rows."""
+    if not keep:
+        return np.eye(3)
+    u, s, vt = np.linalg.svd(cell[keep])
+    return vt[len(keep):]
+
+
+def _open_cell(atoms: Atoms, periodic: list[int]) -> np.ndarray:
+    """The cell with every non-``periodic`` axis replaced by a long perpendicular one."""
+    cell = atoms.cell.array.copy()
+    pos = atoms.get_positions()
+    normals = _complete(cell, periodic)
+    others = [i for i in range(3) if i not in periodic]
+    for i, n in zip(others, normals):
+        extent = float(np.ptp(pos @ n)) if len(pos) else 0.0
+        cell[i] = n * (extent + _OPEN_PADDING)
+    return cell
+
+
+def open_axes(atoms: Atoms, pbc=None, min_gap: float = VACUUM_GAP) -> list[int]:
+    """Cell axes that are not periodic or carry more than ``min_gap`` Å of vacuum.
+
+    The gap along axis ``i`` is the largest empty interval of the atoms'
+    fractional coordinate ``i`` (periodically), times the spacing of the
+    lattice planes normal to it.
+    """
+    pbc = atoms.pbc if pbc is None else np.asarray(pbc, bool)
+    periodic = [i for i in range(3) if pbc[i]]
+    cell = _open_cell(atoms, periodic)
+    recip = np.linalg.inv(cell).T                   # rows: reciprocal vectors / 2π
+    frac = atoms.get_positions() @ recip.T
+    out = [i for i in range(3) if not pbc[i]]
+    for i in periodic:
+        f = np.sort(frac[:, i] % 1.0)
+        gaps = np.diff(np.r_[f, f[0] + 1.0])
+        if gaps.max() / np.linalg.norm(recip[i]) > min_gap:
+            out.append(i)
+    return sorted(out)
+
+
+def _primitive(atoms: Atoms, cell: np.ndarray) -> Atoms:
+    """spglib's primitive cell of ``atoms`` in ``cell`` (unchanged if spglib fails)."""
+    scaled = atoms.get_positions() @ np.linalg.inv(cell)
+    try:
+        with warnings.catch_warnings():     # spglib 2.x: its error-handling deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            found = spglib.standardize_cell((cell, scaled, atoms.numbers), to_primitive=True,
+                                            no_idealize=True, symprec=SYMPREC)
+    except Exception:                       # SpglibError where the new handling is on
+        found = None
+    if found is None:
+        return Atoms(atoms.numbers, scaled_positions=scaled % 1.0, cell=cell, pbc=True)
+    lattice, positions, numbers = found
+    return Atoms(numbers, scaled_positions=positions, cell=lattice, pbc=True)
+
+
+def _reduced_lattice(prim: Atoms, dims: int, open_dirs: np.ndarray) -> dict:
+    """Lengths (Å) and angles (°) of the reduced cell of the periodic axes.
+
+    Sheets: the Gauss-reduced pair ``a <= b`` with ``gamma`` in [60°, 90°];
+    bulk: the Niggli cell; wires: one length; molecules: nothing.
+    """
+    if dims == 3:
+        par = Cell(prim.cell.array).niggli_reduce()[0].cellpar()
+        return {"lengths": [float(x) for x in par[:3]], "angles": [float(x) for x in par[3:]]}
+    if dims == 0:
+        return {"lengths": [], "angles": []}
+    reduced = minkowski_reduce(prim.cell.array)[0]
+    along = np.abs(reduced @ open_dirs.T).max(axis=1)
+    vecs = reduced[np.argsort(along)[:dims]]        # the in-plane (in-line) vectors
+    vecs = vecs[np.argsort(np.linalg.norm(vecs, axis=1))]
+    lengths = [float(x) for x in np.linalg.norm(vecs, axis=1)]
+    if dims == 1:
+        return {"lengths": lengths, "angles": []}
+    cos = abs(float(vecs[0] @ vecs[1])) / (lengths[0] * lengths[1])
+    return {"lengths": lengths, "angles": [float(np.degrees(np.arccos(min(cos, 1.0))))]}
+
+
+def _gram(lattice: dict) -> np.ndarray:
+    """Metric tensor of a reduced cell given by lengths and angles."""
+    ln = np.asarray(lattice["lengths"], float)
+    if len(ln) == 3:
+        return Cell.fromcellpar(list(ln) + list(lattice["angles"])).array @ \
+            Cell.fromcellpar(list(ln) + list(lattice["angles"])).array.T
+    if len(ln) == 2:
+        c = np.cos(np.radians(lattice["angles"][0]))
+        return np.array([[ln[0] ** 2, ln[0] * ln[1] * c], [ln[0] * ln[1] * c, ln[1] ** 2]])
+    return np.diag(ln ** 2)
+
+
+@lru_cache(maxsize=None)
+def _unimodular(d: int) -> np.ndarray:
+    """Integer d×d matrices with entries in {-1, 0, 1} and determinant ±1."""
+    mats = np.array(list(itertools.product((-1, 0, 1), repeat=d * d))).reshape(-1, d, d)
+    det = np.rint(np.linalg.det(mats))
+    return mats[np.abs(det) == 1].astype(float)
+
+
+def lattice_strain(a: dict, b: dict) -> float:
+    """Largest principal strain taking reduced cell ``b`` onto ``a`` (0.03 = 3 %).
+
+    Both cells are compared through their metric tensors, so orientation does
+    not matter; the best of the nearby equivalent bases of ``b`` is used, so
+    the choice among near-equal reduced cells does not either. ``inf`` when
+    the dimensionalities differ.
+    """
+    if len(a["lengths"]) != len(b["lengths"]):
+        return float("inf")
+    if not a["lengths"]:
+        return 0.0
+    ga, gb = _gram(a), _gram(b)
+    u = _unimodular(len(a["lengths"]))
+    gas = u @ ga @ u.transpose(0, 2, 1)
+    # stretches squared: eigenvalues of gb^-1 ga' (a generalised symmetric problem)
+    inv = np.linalg.inv(np.linalg.cholesky(gb))
+    ev = np.linalg.eigvalsh(inv @ gas @ inv.T)
+    strain = np.abs(np.sqrt(np.clip(ev, 0, None)) - 1.0).max(axis=1)
+    return float(strain.min())
+
+
+# ------------------------------------------------------------------ fingerprint
+def _sites(prim: Atoms) -> tuple[float, list[dict]]:
+    """Nearest-neighbour distance and the inequivalent site fingerprints of a cell."""
+    n = len(prim)
+    if n == 1 and not prim.pbc.any():
+        return 0.0, [{"element": prim[0].symbol, "cn": 0, "shell": {}, "distances": [],
+                      "cosines": []}]
+    k = min(N_NEIGHBOURS, max(n - 1, 1) if not prim.pbc.any() else N_NEIGHBOURS)
+    cutoff = 3.0
+    for _ in range(8):
+        i, j, d, vec = neighbour_list("ijdD", prim, cutoff)
+        counts = np.bincount(i, minlength=n)
+        if counts.min() >= k:
+            break
+        cutoff *= 1.5
+    d_nn = float(d.min())
+    kinds: list[dict] = []
+    symbols = prim.get_chemical_symbols()
+    for a in range(n):
+        sel = np.flatnonzero(i == a)
+        order = sel[np.argsort(d[sel], kind="stable")]
+        dist = d[order][:k]
+        first = order[d[order] <= SHELL_FACTOR * d[order][0]]
+        shell: dict[str, int] = {}
+        for b in j[first]:
+            shell[symbols[b]] = shell.get(symbols[b], 0) + 1
+        v = vec[first] / d[first][:, None]
+        cos = np.sort((v @ v.T)[np.triu_indices(len(first), 1)])
+        site = {"element": symbols[a], "cn": int(len(first)),
+                "shell": dict(sorted(shell.items())),
+                "distances": [float(x) for x in dist / d_nn],
+                "cosines": [float(x) for x in cos]}
+        if not any(_site_match(site, s, True, tol=1e-3) for s in kinds):
+            kinds.append(site)
+    return d_nn, kinds
+
+
+def _site_match(a: dict, b: dict, species: bool, tol: float | None = None) -> bool:
+    """Whether two site fingerprints describe the same environment.
+
+    ``species=False`` compares geometry only (coordination, distances, angles):
+    the prototype with its elements renamed.
+    """
+    if a["cn"] != b["cn"]:
+        return False
+    if species and (a["element"] != b["element"] or a["shell"] != b["shell"]):
+        return False
+    if not species and sorted(a["shell"].values()) != sorted(b["shell"].values()):
+        return False
+    da, db = np.asarray(a["distances"]), np.asarray(b["distances"])
+    m = min(len(da), len(db))
+    dtol = DISTANCE_TOLERANCE if tol is None else tol
+    if m and (np.abs(da[:m] - db[:m]) / db[:m]).max() > dtol:
+        return False
+    ca, cb = np.asarray(a["cosines"]), np.asarray(b["cosines"])
+    return not (len(ca) and np.abs(ca - cb).max() > (ANGLE_TOLERANCE if tol is None else tol))
+
+
+def _round(x, digits: int = 4):
+    if isinstance(x, float):
+        return round(x, digits) + 0.0               # no -0.0
+    if isinstance(x, dict):
+        return {k: _round(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round(v, digits) for v in x]
+    return x
+
+
+def host_scope(host: Atoms, pbc=None) -> dict:
+    """The JSON-able scope record of one pristine host (see the module text).
+
+    ``pbc`` overrides the host's own periodicity (prediction uses
+    ``atoms.pbc | host.pbc``). The record is the same for a unit cell, any
+    supercell of it, and rotated or translated copies.
+    """
+    pbc = np.asarray(host.pbc if pbc is None else pbc, bool)
+    vac = open_axes(host, pbc)
+    periodic = [i for i in range(3) if i not in vac]
+    cell = _open_cell(host, periodic)
+    prim = _primitive(host, cell)
+    dims = len(periodic)
+    open_dirs = _complete(cell, periodic) if dims < 3 else np.zeros((0, 3))
+    if dims == 0:
+        prim.pbc = False
+    d_nn, sites = _sites(prim)
+    formula, _ = host.symbols.formula.reduce()
+    return _round({
+        "formula": str(formula), "elements": sorted(set(host.get_chemical_symbols())),
+        "dimensionality": dims, "kind": _KINDS[dims],
+        "pbc": [bool(p) for p in pbc], "periodic_axes": periodic, "vacuum_axes": vac,
+        "lattice": _reduced_lattice(prim, dims, open_dirs),
+        "atoms_per_cell": len(prim), "nn_distance": d_nn, "sites": sites})
+
+
+_CACHE: dict[bytes, dict] = {}
+
+
+def _content_key(host: Atoms, pbc) -> bytes:
+    h = hashlib.sha1()
+    for arr in (host.numbers, np.round(host.get_positions(), 6), np.round(host.cell.array, 6),
+                np.asarray(pbc, bool)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.digest()
+
+
+def cached_host_scope(host: Atoms, pbc=None) -> dict:
+    """:func:`host_scope`, computed once per host content (prediction runs per structure)."""
+    pbc = host.pbc if pbc is None else pbc
+    key = _content_key(host, pbc)
+    if key not in _CACHE:
+        if len(_CACHE) > 256:
+            _CACHE.clear()
+        _CACHE[key] = host_scope(host, pbc)
+    return _CACHE[key]
+
+
+# ------------------------------------------------------------------ comparison
+def _prototype_match(a: dict, b: dict, species: bool) -> bool:
+    sa, sb = a["sites"], b["sites"]
+    return (all(any(_site_match(x, y, species) for y in sb) for x in sa)
+            and all(any(_site_match(y, x, species) for x in sa) for y in sb))
+
+
+def _anonymous(formula: str) -> list[int]:
+    from ase.formula import Formula
+    return sorted(Formula(formula).count().values())
+
+
+def compare_hosts(record: dict, covered: dict, tolerance: float = STRAIN_TOLERANCE
+                  ) -> tuple[list[str], float]:
+    """What differs between a host record and a covered one, and the lattice strain.
+
+    Returns an empty list when ``record`` is within the scope of ``covered``.
+    """
+    diffs = []
+    if record["formula"] != covered["formula"]:
+        diffs.append(f"species {record['formula']} vs {covered['formula']}")
+    if record["dimensionality"] != covered["dimensionality"]:
+        diffs.append(f"{record['kind']} vs {covered['kind']} ({record['dimensionality']} "
+                     f"vs {covered['dimensionality']} periodic axes without vacuum)")
+    else:
+        same_formula = record["formula"] == covered["formula"]
+        same_shape = _anonymous(record["formula"]) == _anonymous(covered["formula"])
+        if not (same_shape and _prototype_match(record, covered, species=same_formula)):
+            cn = lambda r: ", ".join(f"{s['element']} {s['cn']}" for s in r["sites"])  # noqa: E731
+            how = (f"coordination {cn(record)} vs {cn(covered)}" if cn(record) != cn(covered)
+                   else f"coordination {cn(record)} alike, neighbour shells or bond angles "
+                        "differ")
+            diffs.append(f"other prototype ({how})")
+    strain = lattice_strain(record["lattice"], covered["lattice"])
+    if np.isfinite(strain) and strain > tolerance and not diffs:
+        diffs.append(f"lattice strain {100 * strain:.1f} % beyond the "
+                     f"{100 * tolerance:g} % tolerance")
+    return diffs, strain
+
+
+def describe(record: dict) -> str:
+    """A host record in a few words: ``MoS2 sheet (a=3.190, b=3.190 Å, 60.0°)``."""
+    lat = record["lattice"]
+    names = "abc"
+    parts = [f"{names[k]}={x:.3f}" for k, x in enumerate(lat["lengths"])]
+    text = ", ".join(parts) + (" Å" if parts else "")
+    if lat["angles"]:
+        text += ", " + ", ".join(f"{x:.1f}°" for x in lat["angles"])
+    return f"{record['formula']} {record['kind']}" + (f" ({text})" if text else "")
+
+
+def nearest_host(record: dict, covered: list[dict], tolerance: float = STRAIN_TOLERANCE
+                 ) -> tuple[dict, list[str], float]:
+    """The covered record closest to ``record``: fewest differences, most shared
+    elements, smallest strain."""
+    def rank(c):
+        diffs, strain = compare_hosts(record, c, tolerance)
+        shared = len(set(record["elements"]) & set(c["elements"])) / \
+            len(set(record["elements"]) | set(c["elements"]))
+        return len(diffs), -shared, strain, diffs
+    scored = [(rank(c), c) for c in covered]
+    (n, _, strain, diffs), best = min(scored, key=lambda t: t[0][:3])
+    return best, diffs, strain
+
+
+def check_scope(match_or_host, atoms: Atoms, card: dict, strict: bool = True) -> None:
+    """Refuse (or, with ``strict=False``, warn about) a host outside the card's scope.
+
+    Parameters
+    ----------
+    match_or_host : HostMatch, ase.Atoms or str
+        The structure's match, its host, or a host name or file.
+    atoms : ase.Atoms
+        The defect structure (its periodicity counts, as in the graph).
+    card : dict
+        A model card; without ``scope`` nothing is checked.
+
+    Raises
+    ------
+    UnsupportedStructureError
+        If ``strict`` and the host matches none of the card's hosts; the
+        message names the nearest covered host and what differs.
+    """
+    scope = (card or {}).get("scope") or {}
+    covered = scope.get("hosts") or []
+    if not covered:
+        return
+    host = getattr(match_or_host, "host", match_or_host)
+    if not isinstance(host, Atoms):
+        from .match import resolve_host
+        host = resolve_host(host, atoms)
+    record = cached_host_scope(host, np.asarray(host.pbc) | np.asarray(atoms.pbc))
+    tol = float(scope.get("strain_tolerance", STRAIN_TOLERANCE))
+    best, diffs, _ = nearest_host(record, covered, tol)
+    if not diffs:
+        return
+    msg = (f"the host {describe(record)} is outside the model's scope "
+           f"({len(covered)} covered hosts: "
+           f"{', '.join(sorted(c['formula'] + ' ' + c['kind'] for c in covered))}); "
+           f"nearest covered host {describe(best)} differs by: {'; '.join(diffs)}")
+    if strict:
+        raise UnsupportedStructureError(
+            msg + ". Pass strict=False (CLI: --no-strict) to predict anyway.")
+    warnings.warn(msg + "; predicting anyway (strict=False)", stacklevel=3)
+
+
+# ------------------------------------------------------------------ a card's scope
+def scope_of_hosts(hosts, pbcs=None, names=None,
+                   tolerance: float = STRAIN_TOLERANCE) -> dict:
+    """The card's ``scope`` block from pristine hosts; one record per distinct host.
+
+    Hosts that are the same up to a supercell (8×8 and 12×12 MoS2) share one
+    record, whose ``sources`` list the names given for them.
+    """
+    records: list[dict] = []
+    hosts = list(hosts)
+    pbcs = list(pbcs) if pbcs is not None else [h.pbc for h in hosts]
+    names = list(names) if names is not None else [None] * len(hosts)
+    for host, pbc, name in zip(hosts, pbcs, names):
+        rec = cached_host_scope(host, pbc)
+        for known in records:
+            diffs, strain = compare_hosts(rec, known, tolerance)
+            if not diffs and strain < 1e-3:
+                break
+        else:
+            known = dict(rec, sources=[])
+            records.append(known)
+        if name and name not in known["sources"]:
+            known["sources"].append(name)
+    records.sort(key=lambda r: (r["formula"].lower(), r["dimensionality"]))
+    return {"version": SCOPE_VERSION, "strain_tolerance": tolerance,
+            "vacuum_gap": VACUUM_GAP, "hosts": records}
+
+
+def scope_of_samples(samples) -> dict:
+    """:func:`scope_of_hosts` of the distinct hosts of training samples.
+
+    Samples share host objects (2,419 samples, 7 hosts in the shipped data):
+    they are deduplicated by identity before any fingerprinting.
+    """
+    seen: dict[int, tuple] = {}
+    for s in samples:
+        if id(s.host) not in seen:
+            pbc = np.asarray(s.host.pbc) | np.asarray(s.atoms.pbc)
+            name = s.host.info.get("host_key") or s.info.get("host_key") or \
+                s.info.get("material")
+            seen[id(s.host)] = (s.host, pbc, name)
+    hosts, pbcs, names = zip(*seen.values()) if seen else ((), (), ())
+    return scope_of_hosts(hosts, pbcs, names)
