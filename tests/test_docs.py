@@ -91,3 +91,12 @@ def test_readme_test_command_is_what_ci_runs():
     assert ci[-1] == test
     example = re.search(r"definet relax (\S+)", install).group(1)
     assert (ROOT / example).is_file()
+
+
+def test_citation_version_is_the_package_version():
+    from ase_definet import __version__
+    cff = re.search(r"^version: (\S+)$", (ROOT / "CITATION.cff").read_text(), re.M)
+    bib = re.search(r"@software\{.*?version\s*=\s*\{([^}]*)\}", (ROOT / "README.md").read_text(),
+                    re.S)
+    assert cff and bib
+    assert cff.group(1) == bib.group(1) == __version__
