@@ -1,6 +1,6 @@
 """The ``definet`` command line: parse arguments, call the library, print.
 
-Subcommands: relax, generate, tighten, train, evaluate, residual, plot, models, benchmark.
+Subcommands: relax, generate, tighten, train, evaluate, residual, plot, models.
 No logic lives here beyond argument handling and printing.
 """
 from __future__ import annotations
@@ -12,6 +12,60 @@ import sys
 from pathlib import Path
 
 from ase.io.formats import UnknownFileTypeError
+
+from .match import DEFAULT_TOLERANCE
+
+DESCRIPTION = """\
+Pre-relax crystal point defects (vacancies and substitutions) in one step.
+
+DefiNet, a graph neural network, predicts the relaxed positions of a defect
+structure from its unrelaxed positions and its pristine host; a calculator
+(CHGNet, EMT, ...) can then finish with a few residual ionic steps. Start with
+
+  definet relax POSCAR --host MoS2          # a built-in host, or your own pristine cell
+  definet models                            # the installed models and what they cover
+
+The other commands make training data, train and evaluate models."""
+
+#: Exit status when every output was written but some residual relaxation
+#: stopped at --steps without reaching --fmax.
+EXIT_NOT_CONVERGED = 3
+
+EPILOG = f"""\
+exit status:
+  0    success
+  1    an unexpected error (a bug: please report the traceback)
+  2    bad input or usage; the message names the file or option
+  {EXIT_NOT_CONVERGED}    definet relax: outputs written, but some residual relaxation did
+       not converge within --steps
+  130  interrupted (finished work is saved)
+
+Run 'definet COMMAND --help' for the options of one command."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, except where there is none worth showing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    import ase
+    import torch
+    from . import __version__
+    return (f"ase_definet {__version__} (torch {torch.__version__}, ase {ase.__version__}, "
+            f"python {sys.version.split()[0]})")
+
+
+def _tolerance_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="TOL",
+                   help="largest distance in Å of an atom from its host site; an atom "
+                        "farther from every site is refused as an interstitial")
 
 
 def _csv(text: str) -> list[str]:
@@ -64,9 +118,11 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="host for relaxation files")
     p.add_argument("--split-file", default=None,
                    help="split JSON (e.g. weights/<model>.split.json) to select --subset")
-    p.add_argument("--subset", default="all", choices=("all", "train", "val", "test"))
+    p.add_argument("--subset", default="all", choices=("all", "train", "val", "test"),
+                   help="which part of the split to use (with --split-file, or the "
+                        "split recorded in the data)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                   help="keep samples whose info matches (e.g. supercell=12x12)")
+                   help="keep samples whose info matches (e.g. supercell=12x12; repeatable)")
 
 
 def _selected(args):
@@ -89,18 +145,39 @@ def _selected(args):
 
 def _cmd_relax(args) -> int:
     from tqdm.auto import tqdm
-    from .batch import FrameWriter, iter_structures, relax_many
+    from .batch import FrameWriter, relax_many
+    from .relax_io import (INFO_FORMATS, InputFrames, format_record, format_total,
+                           not_converged, output_format, structure_record, write_sidecar)
+    fmt = output_format(args.output, args.format)     # refuse a bad -o before any work
+    inputs = InputFrames(args.inputs)
+    inputs.check()
     predictor = _predictor(args)
-    writer = FrameWriter(args.output, args.format)
+    writer = FrameWriter(args.output, fmt)
+    records: list[dict] = []
     bar = tqdm(desc="relax", unit="struct", disable=args.quiet)
-    for frames in relax_many(iter_structures(args.inputs), args.host, predictor,
+    for frames in relax_many(inputs, args.host, predictor,
                              batch_size=args.batch_size, calculator=args.calculator,
                              fmax=args.fmax, steps=args.steps):
         writer.write(frames)
+        for atoms in frames:
+            records.append(structure_record(atoms, inputs.sources[len(records)]))
+            if not args.quiet:
+                bar.write(format_record(records[-1]))     # above the bar, not through it
         bar.update(len(frames))
     bar.close()
-    for path in writer.close():
+    paths = writer.close()
+    if fmt not in INFO_FORMATS:
+        paths.append(write_sidecar(args.output, records, paths))
+    print(format_total(records))
+    for path in paths:
         print(path)
+    failed = not_converged(records)
+    if failed:
+        print(f"definet relax: {len(failed)} of {len(records)} residual relaxations did "
+              f"not converge to --fmax {args.fmax} within --steps {args.steps}: "
+              + ", ".join(failed[:10]) + (", ..." if len(failed) > 10 else ""),
+              file=sys.stderr)
+        return EXIT_NOT_CONVERGED
     return 0
 
 
@@ -194,25 +271,31 @@ def _cmd_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="definet", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="definet", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=_HelpFormatter)
+    p.add_argument("--version", action="version", version=_version(),
+                   help="print the versions of ase_definet, torch and ase, and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser("generate", help="make defect structures and relax them with an "
                        "oracle calculator (resumable)")
     g.add_argument("--materials", type=_csv, default=["MoS2", "WSe2"],
                    help="comma-separated built-in hosts (MoS2,WSe2,hBN,GaSe,InSe,BP)")
-    g.add_argument("--density", choices=("low", "high"), default="low")
+    g.add_argument("--density", choices=("low", "high"), default="low",
+                   help="low: 1-3 defects per structure; high: 2.5-12.5 %% of the sites")
     g.add_argument("--count", type=int, required=True,
                    help="low: structures per material; high: per concentration")
     g.add_argument("--supercell", type=int, default=None,
                    help="n for an n×n supercell (default: Table 1 of the paper)")
     g.add_argument("--calculator", default="chgnet",
                    help="chgnet, sevenn, emt or module:function")
-    g.add_argument("--workers", type=int, default=1)
+    g.add_argument("--workers", type=int, default=1, help="oracle relaxation processes")
     g.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--fmax", type=float, default=0.01)
-    g.add_argument("--steps", type=int, default=1000)
+    g.add_argument("--seed", type=int, default=0, help="random seed of the defect sampling")
+    g.add_argument("--fmax", type=float, default=0.01,
+                   help="oracle force threshold in eV/Å")
+    g.add_argument("--steps", type=int, default=1000,
+                   help="oracle step cap; runs that hit it are kept out of training")
     g.add_argument("--limit", type=int, default=None,
                    help="stop after this many new structures")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -234,31 +317,56 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--split-file", default=None, help="split JSON: keep the ids of --subset")
     t.add_argument("--subset", type=_csv, default=["train", "val", "test"],
                    help="comma-separated subsets of --split-file (default all three)")
-    t.add_argument("--workers", type=int, default=1)
+    t.add_argument("--workers", type=int, default=1, help="relaxation processes")
     t.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     t.add_argument("--limit", type=int, default=None, help="stop after this many new labels")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_tighten)
 
-    r = sub.add_parser("relax", help="pre-relax defect structures (any ASE format)")
+    r = sub.add_parser(
+        "relax", help="pre-relax defect structures (any ASE format)",
+        description="Pre-relax defect structures in one DefiNet step, optionally followed\n"
+                    "by residual steps of a calculator. One line per structure reports the\n"
+                    "defects found, the largest move and (with --calculator) the residual\n"
+                    "steps and whether they converged; a total line follows.",
+        epilog="outputs:\n"
+               "  extxyz and traj keep each structure's record in its frame's info\n"
+               "  (definet_converged, definet_residual_steps, definet_max_move, ...);\n"
+               "  formats that cannot (vasp, cif, ...) get it in OUT.definet.json\n"
+               "  beside the output OUT.\n\n"
+               "exit status:\n"
+               "  0 success; 2 bad input (the message names the file);\n"
+               f"  {EXIT_NOT_CONVERGED} all outputs written, but some residual relaxation "
+               "stopped at\n    --steps without reaching --fmax (listed on stderr).")
     r.add_argument("inputs", nargs="+", help="structure files; multi-frame files allowed")
     r.add_argument("--host", required=True,
-                   help="pristine host: file, unit cell, or built-in name (MoS2, ...)")
+                   help="pristine host: your own pristine cell (a file: supercell or "
+                        "unit cell) or a built-in name (MoS2, WSe2, hBN, GaSe, InSe, BP)")
     _model_args(r)
     r.add_argument("-o", "--output", default="relaxed.extxyz",
-                   help="output file; its extension picks the ASE format")
+                   help="output file; its extension picks the ASE format; several "
+                        "structures in a one-structure format go to OUT_0001.ext, ...")
     r.add_argument("--format", default=None, help="ASE output format (default: from -o)")
-    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--batch-size", type=int, default=8,
+                   help="structures per forward pass")
+    _tolerance_arg(r)
     r.add_argument("--calculator", default=None,
-                   help="finish with residual steps of this calculator (chgnet, emt, ...)")
-    r.add_argument("--fmax", type=float, default=0.05)
-    r.add_argument("--steps", type=int, default=1000)
-    r.add_argument("--quiet", action="store_true")
+                   help="finish with residual steps of this calculator (chgnet, emt, "
+                        "module:function; default: none, DefiNet only)")
+    r.add_argument("--fmax", type=float, default=0.05,
+                   help="force threshold of the residual steps in eV/Å (with --calculator)")
+    r.add_argument("--steps", type=int, default=1000,
+                   help="cap on the residual steps per structure (with --calculator)")
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no per-structure lines (the total line "
+                        "and the output files are still printed)")
     r.set_defaults(func=_cmd_relax)
 
     t = sub.add_parser("train", help="train DefiNet (resumes from OUT/last.pt)")
-    t.add_argument("--data", nargs="+", required=True)
-    t.add_argument("--host", default=None)
+    t.add_argument("--data", nargs="+", required=True,
+                   help="data sources: generator folder, 2DMD folder, compact .extxyz.gz, "
+                        "or relaxation files (with --host)")
+    t.add_argument("--host", default=None, help="host for relaxation files")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--config", default="default",
                    help="preset (default, paper) or a JSON dict of DefiNetConfig fields")
@@ -269,16 +377,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this trained model's weights (a file or shipped name's "
                         "file); its training record goes into the new checkpoints")
-    t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument("--split-seed", type=int, default=0,
+                   help="seed of a new train/val/test split")
     t.add_argument("--exclude", action="append", default=[], metavar="KEY=VALUE",
                    help="leave matching samples out entirely (e.g. supercell=12x12)")
-    t.add_argument("--epochs", type=int, default=200)
-    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--epochs", type=int, default=200, help="most training epochs")
+    t.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
     t.add_argument("--batch-size", type=int, default=8, help="global batch size")
-    t.add_argument("--ema-decay", type=float, default=0.999)
-    t.add_argument("--early-stop", type=int, default=10)
-    t.add_argument("--clip-norm", type=float, default=150.0)
-    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--ema-decay", type=float, default=0.999,
+                   help="decay of the weight average used for validation and saving")
+    t.add_argument("--early-stop", type=int, default=10,
+                   help="stop after this many validations without improvement")
+    t.add_argument("--clip-norm", type=float, default=150.0, help="gradient clipping norm")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     t.add_argument("--balance", default="none", choices=("none", "group"),
                    help="group: divide each structure's loss (and the validation score) "
                         "by its material/density group's Dummy MAE, so groups that move "
@@ -286,29 +397,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input-noise", type=float, default=0.0, metavar="SIGMA",
                    help="std (Å) of Gaussian noise added to the unrelaxed positions in "
                         "each training step, the relaxed target kept (default 0: none)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling")
     t.add_argument("--max-time", type=float, default=None, help="stop after this many s")
-    t.add_argument("--device", default=None)
-    t.add_argument("--deterministic", action="store_true")
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    t.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels (reproducible on GPU, slower)")
     t.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA only; ignored on CPU)")
     t.add_argument("--restart", action="store_true", help="ignore OUT/last.pt")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="MAE and A3-A6 of a model against the Dummy")
     _model_args(e)
     _data_args(e)
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--batch-size", type=int, default=8, help="structures per forward pass")
+    _tolerance_arg(e)
     e.add_argument("--json", default=None, help="write the report here")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("residual", help="residual ionic steps from unrelaxed vs predicted")
     _model_args(s)
     _data_args(s)
-    s.add_argument("--calculator", default="chgnet")
-    s.add_argument("--fmax", default="0.05,0.01", help="comma-separated thresholds")
-    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("--calculator", default="chgnet",
+                   help="calculator of the residual steps (chgnet, emt, module:function)")
+    s.add_argument("--fmax", default="0.05,0.01",
+                   help="comma-separated force thresholds in eV/Å")
+    s.add_argument("--steps", type=int, default=1000, help="step cap per relaxation")
+    _tolerance_arg(s)
     s.add_argument("-n", "--n", type=int, default=20, help="number of structures")
     s.add_argument("--per-group", type=int, default=None, metavar="K",
                    help="the first K structures of each material/density group (in "
@@ -319,20 +435,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relaxation processes, one torch thread each (0: this process)")
     s.add_argument("--resume", action="store_true",
                    help="keep the structures already in --json and relax only the rest")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_residual)
 
     pl = sub.add_parser("plot", help="learning curves, parity, error vs distance, top views")
     _model_args(pl)
-    pl.add_argument("--data", nargs="+", default=None)
-    pl.add_argument("--host", default=None)
-    pl.add_argument("--split-file", default=None)
-    pl.add_argument("--subset", default="all", choices=("all", "train", "val", "test"))
-    pl.add_argument("--where", action="append", default=[], metavar="KEY=VALUE")
+    pl.add_argument("--data", nargs="+", default=None,
+                    help="data sources for parity, error and top-view plots (with a model)")
+    pl.add_argument("--host", default=None, help="host for relaxation files")
+    pl.add_argument("--split-file", default=None, help="split JSON to select --subset")
+    pl.add_argument("--subset", default="all", choices=("all", "train", "val", "test"),
+                    help="which part of the split to plot")
+    pl.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                    help="keep samples whose info matches (repeatable)")
     pl.add_argument("--metrics", default=None, help="metrics.csv of a training run")
     pl.add_argument("-n", "--n", type=int, default=1, help="structures to draw")
-    pl.add_argument("--out", default="plots")
-    pl.add_argument("--quiet", action="store_true")
+    pl.add_argument("--out", default="plots", help="output folder")
+    pl.add_argument("--quiet", action="store_true", help="no progress bar")
     pl.set_defaults(func=_cmd_plot)
 
     m = sub.add_parser("models", help="list shipped models and their cards")
@@ -341,11 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print whole cards as JSON")
     m.add_argument("--add", default=None, metavar="CHECKPOINT",
                    help="ship a trained checkpoint (with --name and --card)")
-    m.add_argument("--name", default=None)
+    m.add_argument("--name", default=None, help="name of the model shipped with --add")
     m.add_argument("--card", default=None, help="model card JSON file")
     m.add_argument("--out", default=None, help="weights folder (default: the repo's weights/)")
     m.add_argument("--default", action="store_true", help="make it the default model")
     m.set_defaults(func=_cmd_models)
+    for command in sub.choices.values():       # every subcommand shows its defaults
+        command.formatter_class = _HelpFormatter
     return p
 
 
@@ -365,6 +486,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads and args.command not in _WORKER_COMMANDS:
         import torch
         torch.set_num_threads(args.threads)
+    new_folder = _first_missing(getattr(args, "out", None))
+    code = 1
+    try:
+        code = _run(args)
+    finally:
+        if code != 0 and new_folder is not None:
+            # a command that failed before writing anything leaves no empty folder
+            _remove_empty(Path(args.out), new_folder)
+    return code
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except BrokenPipeError:
@@ -380,6 +513,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"definet {args.command}: interrupted; finished work is saved",
               file=sys.stderr)
         return 130
+
+
+def _first_missing(path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None if it exists)."""
+    if path is None or Path(path).exists():
+        return None
+    p = Path(path).absolute()
+    while not p.parent.exists():
+        p = p.parent
+    return p
+
+
+def _remove_empty(leaf: Path, top: Path) -> None:
+    """Remove ``leaf`` and its parents up to ``top``, each only while empty."""
+    p = leaf.absolute()
+    while True:
+        try:
+            p.rmdir()                   # refuses a folder that holds anything
+        except OSError:
+            return
+        if p == top:
+            return
+        p = p.parent
 
 
 if __name__ == "__main__":
