@@ -25,27 +25,26 @@ tolerance. Cards without a scope (older checkpoints) skip the check.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import warnings
-from functools import lru_cache
 
 import numpy as np
-import spglib
 from ase import Atoms
-from ase.cell import Cell
-from ase.geometry import minkowski_reduce
 from matscipy.neighbours import neighbour_list
 
 from .errors import UnsupportedStructureError
+from .lattice import (
+    VACUUM_GAP,
+    complete_basis,
+    lattice_strain,
+    open_axes,
+    open_cell,
+    primitive_cell,
+    reduced_lattice,
+)
 
 SCOPE_VERSION = 1
-#: Å of empty space along an axis that make it a vacuum axis (2DMD: ~15 Å;
-#: interlayer gaps of layered bulk crystals: ~3 Å).
-VACUUM_GAP = 5.0
 #: Largest principal lattice strain between a host and a covered host.
 STRAIN_TOLERANCE = 0.02
-#: spglib tolerance in Å: relaxed hosts carry ~1e-4 Å of numerical noise.
-SYMPREC = 0.01
 #: Neighbours per site in the distance fingerprint.
 N_NEIGHBOURS = 24
 #: First shell: neighbours within this factor of the site's shortest bond.
@@ -56,148 +55,29 @@ SHELL_FACTOR = 1.2
 DISTANCE_TOLERANCE = 0.07
 #: Largest difference of two first-shell bond-angle cosines of one prototype.
 ANGLE_TOLERANCE = 0.1
-#: Length added to the extent of the atoms along an open axis (images apart).
-_OPEN_PADDING = 25.0
 _KINDS = {3: "bulk", 2: "sheet", 1: "wire", 0: "molecule"}
 
 
-# ------------------------------------------------------------------ geometry
-def _complete(cell: np.ndarray, keep: list[int]) -> np.ndarray:
-    """Orthonormal directions spanning the complement of the ``keep`` rows."""
-    if not keep:
-        return np.eye(3)
-    u, s, vt = np.linalg.svd(cell[keep])
-    return vt[len(keep):]
-
-
-def _open_cell(atoms: Atoms, periodic: list[int]) -> np.ndarray:
-    """The cell with every non-``periodic`` axis replaced by a long perpendicular one."""
-    cell = atoms.cell.array.copy()
-    pos = atoms.get_positions()
-    normals = _complete(cell, periodic)
-    others = [i for i in range(3) if i not in periodic]
-    for i, n in zip(others, normals):
-        extent = float(np.ptp(pos @ n)) if len(pos) else 0.0
-        cell[i] = n * (extent + _OPEN_PADDING)
-    return cell
-
-
-def open_axes(atoms: Atoms, pbc=None, min_gap: float = VACUUM_GAP) -> list[int]:
-    """Cell axes that are not periodic or carry more than ``min_gap`` Å of vacuum.
-
-    The gap along axis ``i`` is the largest empty interval of the atoms'
-    fractional coordinate ``i`` (periodically), times the spacing of the
-    lattice planes normal to it.
-    """
-    pbc = atoms.pbc if pbc is None else np.asarray(pbc, bool)
-    periodic = [i for i in range(3) if pbc[i]]
-    cell = _open_cell(atoms, periodic)
-    recip = np.linalg.inv(cell).T                   # rows: reciprocal vectors / 2π
-    frac = atoms.get_positions() @ recip.T
-    out = [i for i in range(3) if not pbc[i]]
-    for i in periodic:
-        f = np.sort(frac[:, i] % 1.0)
-        gaps = np.diff(np.r_[f, f[0] + 1.0])
-        if gaps.max() / np.linalg.norm(recip[i]) > min_gap:
-            out.append(i)
-    return sorted(out)
-
-
-def _primitive(atoms: Atoms, cell: np.ndarray) -> Atoms:
-    """spglib's primitive cell of ``atoms`` in ``cell`` (unchanged if spglib fails)."""
-    scaled = atoms.get_positions() @ np.linalg.inv(cell)
-    try:
-        with warnings.catch_warnings():     # spglib 2.x: its error-handling deprecation
-            warnings.simplefilter("ignore", DeprecationWarning)
-            found = spglib.standardize_cell((cell, scaled, atoms.numbers), to_primitive=True,
-                                            no_idealize=True, symprec=SYMPREC)
-    except Exception:                       # SpglibError where the new handling is on
-        found = None
-    if found is None:
-        return Atoms(atoms.numbers, scaled_positions=scaled % 1.0, cell=cell, pbc=True)
-    lattice, positions, numbers = found
-    return Atoms(numbers, scaled_positions=positions, cell=lattice, pbc=True)
-
-
-def _reduced_lattice(prim: Atoms, dims: int, open_dirs: np.ndarray) -> dict:
-    """Lengths (Å) and angles (°) of the reduced cell of the periodic axes.
-
-    Sheets: the Gauss-reduced pair ``a <= b`` with ``gamma`` in [60°, 90°];
-    bulk: the Niggli cell; wires: one length; molecules: nothing.
-    """
-    if dims == 3:
-        par = Cell(prim.cell.array).niggli_reduce()[0].cellpar()
-        return {"lengths": [float(x) for x in par[:3]], "angles": [float(x) for x in par[3:]]}
-    if dims == 0:
-        return {"lengths": [], "angles": []}
-    reduced = minkowski_reduce(prim.cell.array)[0]
-    along = np.abs(reduced @ open_dirs.T).max(axis=1)
-    vecs = reduced[np.argsort(along)[:dims]]        # the in-plane (in-line) vectors
-    vecs = vecs[np.argsort(np.linalg.norm(vecs, axis=1))]
-    lengths = [float(x) for x in np.linalg.norm(vecs, axis=1)]
-    if dims == 1:
-        return {"lengths": lengths, "angles": []}
-    cos = abs(float(vecs[0] @ vecs[1])) / (lengths[0] * lengths[1])
-    return {"lengths": lengths, "angles": [float(np.degrees(np.arccos(min(cos, 1.0))))]}
-
-
-def _gram(lattice: dict) -> np.ndarray:
-    """Metric tensor of a reduced cell given by lengths and angles."""
-    ln = np.asarray(lattice["lengths"], float)
-    if len(ln) == 3:
-        return Cell.fromcellpar(list(ln) + list(lattice["angles"])).array @ \
-            Cell.fromcellpar(list(ln) + list(lattice["angles"])).array.T
-    if len(ln) == 2:
-        c = np.cos(np.radians(lattice["angles"][0]))
-        return np.array([[ln[0] ** 2, ln[0] * ln[1] * c], [ln[0] * ln[1] * c, ln[1] ** 2]])
-    return np.diag(ln ** 2)
-
-
-@lru_cache(maxsize=None)
-def _unimodular(d: int) -> np.ndarray:
-    """Integer d×d matrices with entries in {-1, 0, 1} and determinant ±1."""
-    mats = np.array(list(itertools.product((-1, 0, 1), repeat=d * d))).reshape(-1, d, d)
-    det = np.rint(np.linalg.det(mats))
-    return mats[np.abs(det) == 1].astype(float)
-
-
-def lattice_strain(a: dict, b: dict) -> float:
-    """Largest principal strain taking reduced cell ``b`` onto ``a`` (0.03 = 3 %).
-
-    Both cells are compared through their metric tensors, so orientation does
-    not matter; the best of the nearby equivalent bases of ``b`` is used, so
-    the choice among near-equal reduced cells does not either. ``inf`` when
-    the dimensionalities differ.
-    """
-    if len(a["lengths"]) != len(b["lengths"]):
-        return float("inf")
-    if not a["lengths"]:
-        return 0.0
-    ga, gb = _gram(a), _gram(b)
-    u = _unimodular(len(a["lengths"]))
-    gas = u @ ga @ u.transpose(0, 2, 1)
-    # stretches squared: eigenvalues of gb^-1 ga' (a generalised symmetric problem)
-    inv = np.linalg.inv(np.linalg.cholesky(gb))
-    ev = np.linalg.eigvalsh(inv @ gas @ inv.T)
-    strain = np.abs(np.sqrt(np.clip(ev, 0, None)) - 1.0).max(axis=1)
-    return float(strain.min())
-
-
 # ------------------------------------------------------------------ fingerprint
-def _sites(prim: Atoms) -> tuple[float, list[dict]]:
-    """Nearest-neighbour distance and the inequivalent site fingerprints of a cell."""
+def _sites(prim: Atoms, dims: int) -> tuple[float, list[dict]]:
+    """Nearest-neighbour distance and the inequivalent site fingerprints of a cell.
+
+    ``prim`` is periodic along all three axes; its open axes are long enough
+    that no site sees its own image (a molecule: ``dims == 0``).
+    """
     n = len(prim)
-    if n == 1 and not prim.pbc.any():
-        return 0.0, [{"element": prim[0].symbol, "cn": 0, "shell": {}, "distances": [],
-                      "cosines": []}]
-    k = min(N_NEIGHBOURS, max(n - 1, 1) if not prim.pbc.any() else N_NEIGHBOURS)
+    k = N_NEIGHBOURS if dims else min(N_NEIGHBOURS, n - 1)
     cutoff = 3.0
-    for _ in range(8):
+    # grow the sphere until every site has k neighbours; below the open axes'
+    # padding (25 Å), so a sheet never sees its own periodic image
+    while True:
         i, j, d, vec = neighbour_list("ijdD", prim, cutoff)
-        counts = np.bincount(i, minlength=n)
-        if counts.min() >= k:
+        if np.bincount(i, minlength=n).min() >= k or cutoff > 16.0:
             break
         cutoff *= 1.5
+    if not len(d):
+        return 0.0, [{"element": s, "cn": 0, "shell": {}, "distances": [], "cosines": []}
+                     for s in sorted(set(prim.get_chemical_symbols()))]
     d_nn = float(d.min())
     kinds: list[dict] = []
     symbols = prim.get_chemical_symbols()
@@ -211,7 +91,7 @@ def _sites(prim: Atoms) -> tuple[float, list[dict]]:
             shell[symbols[b]] = shell.get(symbols[b], 0) + 1
         v = vec[first] / d[first][:, None]
         cos = np.sort((v @ v.T)[np.triu_indices(len(first), 1)])
-        site = {"element": symbols[a], "cn": int(len(first)),
+        site = {"element": symbols[a], "cn": len(first),
                 "shell": dict(sorted(shell.items())),
                 "distances": [float(x) for x in dist / d_nn],
                 "cosines": [float(x) for x in cos]}
@@ -261,19 +141,17 @@ def host_scope(host: Atoms, pbc=None) -> dict:
     pbc = np.asarray(host.pbc if pbc is None else pbc, bool)
     vac = open_axes(host, pbc)
     periodic = [i for i in range(3) if i not in vac]
-    cell = _open_cell(host, periodic)
-    prim = _primitive(host, cell)
+    cell = open_cell(host, periodic)
+    prim = primitive_cell(host, cell)
     dims = len(periodic)
-    open_dirs = _complete(cell, periodic) if dims < 3 else np.zeros((0, 3))
-    if dims == 0:
-        prim.pbc = False
-    d_nn, sites = _sites(prim)
+    open_dirs = complete_basis(cell, periodic) if dims < 3 else np.zeros((0, 3))
+    d_nn, sites = _sites(prim, dims)
     formula, _ = host.symbols.formula.reduce()
     return _round({
         "formula": str(formula), "elements": sorted(set(host.get_chemical_symbols())),
         "dimensionality": dims, "kind": _KINDS[dims],
         "pbc": [bool(p) for p in pbc], "periodic_axes": periodic, "vacuum_axes": vac,
-        "lattice": _reduced_lattice(prim, dims, open_dirs),
+        "lattice": reduced_lattice(prim, dims, open_dirs),
         "atoms_per_cell": len(prim), "nn_distance": d_nn, "sites": sites})
 
 
@@ -327,7 +205,7 @@ def compare_hosts(record: dict, covered: dict, tolerance: float = STRAIN_TOLERAN
         same_formula = record["formula"] == covered["formula"]
         same_shape = _anonymous(record["formula"]) == _anonymous(covered["formula"])
         if not (same_shape and _prototype_match(record, covered, species=same_formula)):
-            cn = lambda r: ", ".join(f"{s['element']} {s['cn']}" for s in r["sites"])  # noqa: E731
+            cn = lambda r: ", ".join(f"{s['element']} {s['cn']}" for s in r["sites"])
             how = (f"coordination {cn(record)} vs {cn(covered)}" if cn(record) != cn(covered)
                    else f"coordination {cn(record)} alike, neighbour shells or bond angles "
                         "differ")
@@ -360,7 +238,7 @@ def nearest_host(record: dict, covered: list[dict], tolerance: float = STRAIN_TO
             len(set(record["elements"]) | set(c["elements"]))
         return len(diffs), -shared, strain, diffs
     scored = [(rank(c), c) for c in covered]
-    (n, _, strain, diffs), best = min(scored, key=lambda t: t[0][:3])
+    (_, _, strain, diffs), best = min(scored, key=lambda t: t[0][:3])
     return best, diffs, strain
 
 

@@ -7,17 +7,21 @@ import numpy as np
 import pytest
 from ase.build import bulk, make_supercell
 from ase.io import read
+from conftest import ROOT, UNIT_CELLS, pilot_rows, read_cif_text
 
 from ase_definet.data.cif import read_cif
 from ase_definet.data.defects import apply_defects
 from ase_definet.data.hosts import build_host
 from ase_definet.errors import UnsupportedStructureError
 from ase_definet.inference import Predictor
-from ase_definet.scope import (STRAIN_TOLERANCE, check_scope, host_scope, lattice_strain,
-                               scope_of_hosts)
+from ase_definet.scope import (
+    STRAIN_TOLERANCE,
+    check_scope,
+    host_scope,
+    lattice_strain,
+    scope_of_hosts,
+)
 from ase_definet.weights import load_model, registry
-
-from conftest import ROOT, UNIT_CELLS, pilot_rows, read_cif_text
 
 STORE = ROOT / "weights" / "data" / "chgnet-2dmd-tight"
 SMALL = {"hidden": 16, "num_rbf": 8, "cutoff": 4.5, "max_neighbors": 24}
@@ -182,7 +186,7 @@ def test_bulk_gan_is_refused_by_the_shipped_model_and_predicted_with_a_warning()
 def test_strained_host_is_refused_naming_the_strain():
     card = shipped_card()
     host = build_host("hBN", 4)
-    vac = lambda h: apply_defects(h, [0], [("vacancy", "B", None)])  # noqa: E731
+    vac = lambda h: apply_defects(h, [0], [("vacancy", "B", None)])
     for ok in (strained(host, 0.01, 0.0), strained(host, -0.01)):
         check_scope(ok, vac(ok), card)
     bad = strained(host, 0.03, 0.0)
@@ -233,6 +237,7 @@ def test_trained_checkpoint_card_lists_what_it_covers(cu_checkpoint):
 
 def test_trained_checkpoint_refuses_ag_and_bcc_hosts(cu_checkpoint):
     from conftest import cu_host_spec
+
     from ase_definet.data.hosts import build_host as build
     cu_host_spec()
     predictor = Predictor(str(cu_checkpoint), threads=1)
