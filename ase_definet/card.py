@@ -4,7 +4,14 @@ A card is a JSON-able dict stored in the checkpoint and in ``registry.json``;
 :func:`card_markdown` renders the same facts for the README.
 
     python -m ase_definet.card RUN_DIR --data DATA --test REPORT.json
-        [--holdout REPORT.json] [--residual REPORT.json] -o card.json
+        [--holdout REPORT.json] [--residual REPORT.json]
+        [--loose-data DIR] [--loose-test REPORT.json] -o card.json
+
+A card built on a tightened store (labels continued to a smaller fmax) also
+measures how far the labels moved (:mod:`ase_definet.label_drift`) against the
+store they were continued from (``--loose-data``, by default the source the
+manifest names); ``--loose-test`` is the same model's test report against those
+looser labels.
 """
 from __future__ import annotations
 
@@ -17,7 +24,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from .data.sample import density_of
+from .breakdown import strata_markdown, worse_lines
+from .residual import lower_higher, summarize_by_density
+from .scope import scope_lines
+from .targets import group_order, targets_markdown  # noqa: F401 (group_order: old import path)
+from .textfmt import fmt_num
 
 
 def oracle_note(manifest: dict, store: str | Path | None = None) -> str:
@@ -83,10 +94,26 @@ def card_summary(materials: Iterable[str]) -> str:
     return f"DefiNet for point defects in {', '.join(names)}; trained on CHGNet labels"
 
 
+def loose_source(data: str | Path) -> Path | None:
+    """The store a tightened store's labels were continued from, if it is on disk."""
+    path = Path(data) / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    source = (manifest.get("tightened") or {}).get("source")
+    if not source:
+        return None
+    source = Path(source) if Path(source).is_absolute() else Path(data) / source
+    return source if source.exists() else None
+
+
 def build_card(run: str | Path, data: str | Path, test_report: dict,
                holdout_report: dict | None = None, residual_report: dict | None = None,
-               name: str = "definet-2dmd") -> dict:
-    """Assemble a card from a training run folder, its data and its reports."""
+               name: str = "definet-2dmd", loose_data: str | Path | None = None,
+               loose_report: dict | None = None) -> dict:
+    """Assemble a card from a training run folder, its data and its reports.
+
+    ``loose_data``: a store with the same structures' looser labels, for the
+    label-drift section; ``loose_report``: the test report against them.
+    """
     from .data.load import load_samples
     from .weights import coverage, read_checkpoint
     run, data = Path(run), Path(data)
@@ -123,7 +150,6 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
     if holdout_report:
         card["scalability_holdout"] = _slim(holdout_report)
     if residual_report:
-        from .residual import summarize_by_density
         card["residual_steps"] = residual_report.get("summary")
         records = residual_report.get("per_structure", [])
         card["residual_steps_by_density"] = summarize_by_density(
@@ -134,11 +160,17 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
         groups = Counter(r.get("group", "?") for r in records)
         card["residual_steps_groups"] = dict(sorted(groups.items(), key=lambda g: g[0].lower()))
         card["residual_calculator"] = residual_report.get("calculator", "chgnet")
+    if loose_data is not None:
+        from .label_drift import store_label_drift
+        card["label_drift"] = store_label_drift(data, loose_data, meta.get("excluded"))
+    if loose_report:
+        card["test_loose_labels"] = _slim(loose_report)
     return card
 
 
 def _slim(report: dict) -> dict:
-    return {"overall": report["overall"], "groups": report.get("groups", {})}
+    """A report without its per-structure records."""
+    return {k: report[k] for k in ("overall", "groups", "strata") if k in report}
 
 
 def _row(name: str, block: dict) -> str:
@@ -160,72 +192,7 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-#: Targets of the shipped 2DMD weights (issue #5): minimum improvement over the
-#: Dummy in % (MAE of all atoms and A3) per density, for the never-trained 12×12
-#: set, and for the residual steps (median, fewer steps) with the largest
-#: allowed energy difference between the two end points.
-TARGETS = {"low": 85.0, "high": 70.0, "holdout": 80.0, "residual": 85.0, "dE_meV": 5.0}
-
-
-def meets_target(improvement: dict, target: float) -> bool:
-    """Both the MAE and the A3 improvement (%) reach ``target``; a missing or NaN
-    value misses it."""
-    return all(v is not None and v == v and v >= target
-               for v in (improvement.get("mae"), improvement.get("a3")))
-
-
-def group_order(group: str) -> tuple[bool, str]:
-    """Sort key of ``material/density`` groups: low density first, then by name."""
-    return density_of(group) != "low", group
-
-
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
-
-def targets_markdown(card: dict) -> str:
-    """Measured improvements against :data:`TARGETS`, one row per test group."""
-    lines = ["| set | n | MAE improvement | A3 improvement | target | verdict |",
-             "|---|---|---|---|---|---|"]
-
-    def row(name: str, block: dict, target: float) -> None:
-        imp = block["improvement"]
-        mae, a3 = imp.get("mae"), imp.get("a3")
-        ok = meets_target(imp, target)
-        lines.append(f"| {name} | {block.get('n', '')} | {fmt_num(mae)} % | {fmt_num(a3)} % "
-                     f"| ≥ {target:.0f} % | {_verdict(ok)} |")
-
-    for g, block in sorted(card["test"]["groups"].items(), key=lambda kv: group_order(kv[0])):
-        density = density_of(g)
-        if density in TARGETS:
-            row(g, block, TARGETS[density])
-    if "scalability_holdout" in card:
-        row("MoS2 12×12, never trained on", card["scalability_holdout"]["overall"],
-            TARGETS["holdout"])
-    sets = [("", card.get("residual_steps") or {}, card.get("residual_steps_n", ""))]
-    sets += [(f", {d} density", r["summary"], r["n"])
-             for d, r in (card.get("residual_steps_by_density") or {}).items()]
-    for label, summary, n in sets:
-        for fmax, r in summary.items():
-            red, de = r.get("reduction_pct"), r.get("dE_meV_max")
-            ok = (red is not None and red >= TARGETS["residual"] and de is not None
-                  and de <= TARGETS["dE_meV"])
-            lines.append(f"| residual steps to fmax {fmax} eV/Å{label} | {n} | "
-                         f"{fmt_num(red)} % fewer (medians; per structure "
-                         f"{fmt_num(r.get('median_reduction_pct'))} %) | max abs(ΔE) {fmt_num(de)} meV "
-                         f"(median {fmt_num(r.get('dE_meV_median'))}) | "
-                         f"≥ {TARGETS['residual']:.0f} %, ≤ {TARGETS['dE_meV']:.0f} meV | "
-                         f"{_verdict(ok)} |")
-    return "\n".join(lines)
-
-
-def fmt_num(value, spec: str = ".1f") -> str:
-    """A number for a table; JSON null (NaN in the report) prints as n/a."""
-    return "n/a" if value is None or value != value else format(value, spec)
-
-
 def _residual_lines(card: dict) -> list[str]:
-    from .residual import lower_higher
     res = card.get("residual_steps")
     if not res:
         return ["Residual-step study: not run."]
@@ -244,6 +211,34 @@ def _residual_lines(card: dict) -> list[str]:
             f"| {fmt_num(r.get('reduction_pct'))} % | {fmt_num(r.get('median_reduction_pct'))} % "
             f"| {fmt_num(r.get('dE_meV_max'))} | {lower_higher(r) or 'n/a'} |")
     return lines
+
+
+def _strata_lines(card: dict) -> list[str]:
+    """Per-concentration tables and worse-than-Dummy counts (cards since issue #29)."""
+    sets = [(f"test split (n = {card['test']['overall']['n']})", card["test"])]
+    if "scalability_holdout" in card:
+        sets.append(("MoS2 12×12, never trained on", card["scalability_holdout"]))
+    lines = []
+    for title, report in sets:
+        if not report.get("strata"):
+            continue
+        lines += [f"### Per concentration: {title}", "",
+                  "High density by defect concentration, low density by number of defects "
+                  "(Å; improvement over the Dummy in %). *balanced*: the mean over a "
+                  "group's strata of the stratum improvements, every concentration counting "
+                  "once.", "", strata_markdown(report), "",
+                  "Structures whose model MAE exceeds the Dummy's: "
+                  + "; ".join(worse_lines(report)) + ".", ""]
+    return (["## Where it fails", ""] + lines) if lines else []
+
+
+def _drift_lines(card: dict) -> list[str]:
+    if "label_drift" not in card:
+        return []
+    from .label_drift import drift_markdown
+    return ["## How far the labels move between fmax 0.01 and 0.001", "",
+            drift_markdown(card["label_drift"], card["test"], card.get("test_loose_labels")),
+            ""]
 
 
 def _history_lines(t: dict) -> list[str]:
@@ -302,6 +297,7 @@ def card_readme(card: dict) -> str:
         f"- elements: {', '.join(card['elements'])}",
         f"- defect types (V_X vacancy of X, Y_X = Y on an X site): "
         f"{', '.join(card['defects'])}",
+        *scope_lines(card),
         "- anything else is refused unless `strict=False` (then a warning)", "",
         "## Model",
         f"- configuration: `{json.dumps(card['config'])}` ({card['parameters']:,} parameters)",
@@ -324,6 +320,8 @@ def card_readme(card: dict) -> str:
         "structure, then averaged.", "",
         card_markdown(card), "",
         *_residual_lines(card), "",
+        *_strata_lines(card),
+        *_drift_lines(card),
         "## Against the targets (improvement over the Dummy, test split)", "",
         targets_markdown(card), "",
     ]
@@ -347,12 +345,17 @@ def main(argv=None) -> int:
     ap.add_argument("--holdout", default=None)
     ap.add_argument("--residual", default=None)
     ap.add_argument("--name", default="definet-2dmd")
+    ap.add_argument("--loose-data", default=None,
+                    help="store with the looser labels (default: the tightened store's "
+                         "source, when on disk)")
+    ap.add_argument("--loose-test", default=None,
+                    help="the model's test report against the looser labels")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--readme", default=None, help="also write the card as markdown here")
     a = ap.parse_args(argv)
     load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
     card = build_card(a.run, a.data, load(a.test), load(a.holdout), load(a.residual),
-                      a.name)
+                      a.name, a.loose_data or loose_source(a.data), load(a.loose_test))
     Path(a.output).write_text(json.dumps(card, indent=1) + "\n")
     if a.readme:
         Path(a.readme).parent.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,16 @@ improvement over the Dummy is ``100 (dummy - model) / dummy`` in %.
 Report layout (plain dict, JSON-ready through :func:`save_report`)::
 
     {"overall": {"model": {"mae", "a3", "a4", "a5", "a6"}, "dummy": {...},
-                 "improvement": {...}, "n": N},
+                 "improvement": {...}, "n": N,
+                 "worse_than_dummy": {"n": k, "share": k / N}},
      "groups": {"MoS2/low": {same}, ...},
-     "per_structure": [{"id", "group", "n_atoms", "n_defects",
+     "strata": {"MoS2/high": {"by", "rows": {"2.5 %": {same}, ...}, "balanced": {...}}},
+     "per_structure": [{"id", "group", "fraction", "n_atoms", "n_defects",
                         "model": {...}, "dummy": {...}}, ...],
      "radii": [3, 4, 5, 6], "units": {...}, "timings": {...}}
+
+``worse_than_dummy`` counts the structures whose model MAE exceeds the Dummy's;
+``strata`` splits each group by concentration (:mod:`ase_definet.breakdown`).
 """
 from __future__ import annotations
 
@@ -27,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from .breakdown import strata, strata_text, worse_than_dummy
 from .data.sample import Sample, minimum_image
 from .metrics import (RADII, average_metrics, defect_distances, improvement,
                       metric_keys, structure_metrics)
+from .textfmt import fmt_num
 
 
 # ---------------------------------------------------------------- prediction
@@ -90,6 +97,7 @@ def structure_record(sample: Sample, pred, radii: Sequence[float] = RADII) -> di
         "material": sample.info.get("material"),
         "density": sample.info.get("density"),
         "group": sample.group,
+        "fraction": sample.info.get("fraction"),
         "n_atoms": len(sample.atoms),
         "n_defects": int(len(defects)),
         "model": structure_metrics(_positions(pred), true, sample.atoms, defects, radii),
@@ -99,11 +107,12 @@ def structure_record(sample: Sample, pred, radii: Sequence[float] = RADII) -> di
 
 
 def summarize(records: Sequence[dict], keys: Sequence[str]) -> dict:
-    """Per-structure averages of model and Dummy metrics, and the improvement."""
+    """Per-structure averages of model and Dummy metrics, the improvement, and
+    how many structures the model predicts worse than the Dummy."""
     model = average_metrics([r["model"] for r in records], keys)
     dummy = average_metrics([r["dummy"] for r in records], keys)
     return {"model": model, "dummy": dummy, "improvement": improvement(model, dummy),
-            "n": len(records)}
+            "n": len(records), "worse_than_dummy": worse_than_dummy(records)}
 
 
 def _mean_timings(preds: Sequence) -> dict[str, float]:
@@ -129,6 +138,7 @@ def evaluate_predictions(samples: Sequence[Sample], predictions: Sequence,
     return {
         "overall": summarize(records, keys),
         "groups": {g: summarize(rs, keys) for g, rs in sorted(groups.items())},
+        "strata": strata(records, lambda rs: summarize(rs, keys)),
         "per_structure": records,
         "radii": [float(r) for r in radii],
         "units": {"mae": "Å", "a_x": "Å", "improvement": "%"},
@@ -248,26 +258,22 @@ def save_report(report: dict, path: str | Path) -> Path:
     return path
 
 
-def _fmt(value, pct: bool = False) -> str:
-    if value is None or not np.isfinite(value):
-        return "—"
-    return f"{value:.1f}" if pct else f"{value:.4f}"
-
-
 def _block(name: str, summary: dict, keys: Sequence[str]) -> list[str]:
     width = 10
     lines = [f"{name}  (n = {summary['n']})"]
     for label, part, pct in (("model", "model", False), ("dummy", "dummy", False),
                              ("improvement %", "improvement", True)):
-        cells = "".join(f"{_fmt(summary[part].get(k), pct):>{width}}" for k in keys)
+        cells = "".join(f"{fmt_num(summary[part].get(k), '.1f' if pct else '.4f'):>{width}}"
+                        for k in keys)
         lines.append(f"  {label:<14}{cells}")
     return lines
 
 
 def format_table(report: dict) -> str:
-    """A readable text table of a report: overall, then each group.
+    """A readable text table of a report: overall, then each group, then the
+    per-concentration strata and the worse-than-Dummy counts (when the report has them).
 
-    Errors in Å, improvements in %; ``—`` marks an undefined value.
+    Errors in Å, improvements in %; ``n/a`` marks an undefined value.
     """
     keys = list(report["overall"]["model"])
     header = "  " + " " * 14 + "".join(f"{k.upper():>10}" for k in keys)
@@ -275,4 +281,6 @@ def format_table(report: dict) -> str:
     lines += _block("overall", report["overall"], keys)
     for name, summary in report.get("groups", {}).items():
         lines += _block(name, summary, keys)
+    if report.get("strata"):
+        lines += ["", strata_text(report)]
     return "\n".join(lines)

@@ -30,14 +30,15 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from .card import fmt_num
 from .calculators import CalculatorLike, make_calculator
 from .data.worker import tune_worker
 from .data.sample import Sample
 from .optimizers import optimizer_class
+from .textfmt import fmt_num
 
 FMAX = 0.05
 MAX_STEPS = 1000
+
 
 def _thresholds(fmax: float | Sequence[float]) -> list[float]:
     values = [fmax] if np.isscalar(fmax) else list(fmax)

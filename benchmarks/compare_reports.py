@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import sys
 
-from ase_definet.card import TARGETS, fmt_num, group_order, meets_target
 from ase_definet.data.sample import density_of
+from ase_definet.targets import TARGETS, group_order, meets_target
+from ase_definet.textfmt import fmt_num
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,12 @@
-"""Model-card rendering: the verdicts against the targets of the shipped weights."""
+"""Model cards: building one from a run, its sections, and the verdicts against the
+targets of the shipped weights."""
 from __future__ import annotations
 
-from ase_definet.card import TARGETS, card_readme, targets_markdown
+import numpy as np
+import pytest
+
+from ase_definet.card import card_readme
+from ase_definet.targets import TARGETS, targets_markdown
 
 
 def _block(mae: float, a3: float, n: int = 3) -> dict:
@@ -137,3 +142,158 @@ def test_reproduce_line_knows_build_sh_defaults():
         assert (float(value) == default) if isinstance(default, (int, float)) \
             else (value == default), (key, value, default)
     assert "${DATA:-" + _BUILD_DATA + "}" in script
+
+
+def test_training_history_totals_over_the_parent_models():
+    """The card's history line: this run plus the models it continued from."""
+    from ase_definet.card import _history_lines, _with_history
+    total = _with_history({"epochs": 2, "wall_time_s": 10.0, "best_val_mae": 0.1},
+                          {"training": {"epochs": 3, "wall_time_s": 5.0}})
+    assert total["total_epochs"] == 5 and total["total_wall_time_s"] == 15.0
+    # a parent without a recorded wall time (a plain training checkpoint): the
+    # total is unknown, not this run's time alone
+    unknown = _with_history({"epochs": 2, "wall_time_s": 10.0, "best_val_mae": 0.1},
+                            {"checkpoint": "p.pt", "sha256": "0" * 64,
+                             "training": {"epochs": 3, "best_val_mae": 0.2}})
+    assert unknown["total_epochs"] == 5 and unknown["total_wall_time_s"] is None
+    assert "3 epochs, ? min" in _history_lines(unknown)[0]
+    assert "in total 5 epochs, ? min of training" in _history_lines(unknown)[0]
+
+
+def test_card_scope_leaves_out_excluded_samples(emt_store, tmp_path):
+    """Bug: the card's elements and defect types came from the whole data folder, so a
+    run that excluded samples (a specialist, a holdout) claimed them too."""
+    from ase_definet.card import build_card
+    from ase_definet.train import TrainConfig, run_training
+    from conftest import store_samples
+    samples = store_samples(emt_store)
+    with_au = [s.info["id"] for s in samples if "Au" in s.atoms.get_chemical_symbols()]
+    assert 0 < len(with_au) < len(samples)
+    run = tmp_path / "run"
+    run_training(emt_store, run, TrainConfig(model={"hidden": 24, "num_rbf": 12, "cutoff": 4.5,
+                                                   "max_neighbors": 24},
+                                            epochs=1, batch_size=4),
+                 progress=False, exclude=[f"id={i}" for i in with_au])
+    report = {"overall": {"n": 99}}
+    card = build_card(run, emt_store, report, name="tiny")
+    # bug: n_test came from training time, not from the report the card's metrics
+    # rest on (a run tested after its data set grew)
+    assert card["data"]["n_test"] == 99
+    assert "Au" not in card["elements"] and {"Cu", "Ni"} <= set(card["elements"])
+    assert "Au_Cu" not in card["defects"] and card["hosts"] == ["Cu"]
+    assert card["data"]["excluded"] == [f"id={i}" for i in with_au]
+    assert samples[0].group.partition("/")[0] in card["summary"]
+    # bug: the oracle note named CHGNet and fmax 0.01 whatever the data said
+    assert "EMT" in card["oracle"] and "CHGNet" not in card["oracle"]
+    assert "fmax 0.01 eV/Å" in card["oracle"] and "NOT DFT" in card["oracle"]
+    # the residual sample's groups are counted from its records
+    end = {"0.05": {"steps": 3, "converged": True, "energy": -1.0}}
+    records = [{"id": f"r{k}", "group": g, "unrelaxed": end, "predicted": end}
+               for k, g in enumerate(["Cu/low", "Cu/high", "Cu/low"])]
+    card = build_card(run, emt_store, report, name="tiny", residual_report={
+        "summary": {}, "fmax": [0.05], "per_structure": records})
+    assert card["residual_steps_groups"] == {"Cu/high": 1, "Cu/low": 2}
+    assert card["residual_steps_n"] == 3
+    # a store against itself: the label drift is zero, over the run's own samples only
+    card = build_card(run, emt_store, report, name="tiny", loose_data=emt_store)
+    drift = card["label_drift"]["densities"]["low"]
+    assert drift["n"] == len(samples) - len(with_au) and drift["drift"] == 0.0
+    assert drift["dummy"] > 0
+
+
+def _samples_with_labels(shift: float):
+    """Two cubic Cu cells, the second with a vacancy; relaxed = unrelaxed + shift in x."""
+    from ase.build import bulk
+    from ase_definet.data.sample import Sample
+    host = bulk("Cu", "fcc", a=3.6, cubic=True)
+    out = []
+    for k, (density, drop) in enumerate((("low", []), ("high", [0]))):
+        a = host.copy()
+        del a[drop]
+        relaxed = a.positions + [0.03 * (k + 1), 0.0, 0.0]
+        out.append(Sample(a, relaxed + [shift, 0.0, 0.0], host,
+                          {"id": f"s{k}", "material": "Cu", "density": density}))
+    return out
+
+
+def test_label_drift_is_the_mean_coordinate_difference_of_two_label_sets():
+    from ase_definet.label_drift import label_drift
+    tight, loose = _samples_with_labels(0.0), _samples_with_labels(0.006)
+    out = label_drift(tight, loose[:1] + loose[1:])
+    low = out["densities"]["low"]
+    assert low["n"] == 1
+    assert low["drift"] == pytest.approx(0.002)              # 0.006 Å in x only
+    assert low["dummy"] == pytest.approx(0.01)               # 0.03 Å in x only
+    assert low["dummy_loose"] == pytest.approx(0.012)
+    assert low["drift_pct_of_dummy"] == pytest.approx(20.0)
+    assert out["groups"]["Cu/high"]["dummy"] == pytest.approx(0.02)
+    assert label_drift(tight, loose[:1])["groups"].keys() == {"Cu/low"}   # shared ids only
+    other = _samples_with_labels(0.0)
+    other[0].atoms.positions[0] += 0.1
+    with pytest.raises(ValueError, match="different unrelaxed structures"):
+        label_drift(tight, other)
+    for s in other:
+        s.info["id"] = "x" + s.info["id"]
+    with pytest.raises(ValueError, match="share no structure id"):
+        label_drift(tight, other)
+
+
+def _strata_report():
+    """An evaluation report's blocks from hand-built records: MoS2/high at two
+    concentrations (one structure worse than the Dummy) and MoS2/low."""
+    from ase_definet.breakdown import strata
+    from ase_definet.evaluate import summarize
+
+    def rec(group, model, dummy, fraction, n_defects=1):
+        return {"group": group, "density": group.partition("/")[2], "fraction": fraction,
+                "n_defects": n_defects, "model": {"mae": model, "a3": model},
+                "dummy": {"mae": dummy, "a3": dummy}}
+    records = [rec("MoS2/high", 0.01, 0.1, 0.025), rec("MoS2/high", 0.2, 0.1, 0.125),
+               rec("MoS2/low", 0.001, 0.01, 0.005), rec("MoS2/low", 0.002, 0.01, 0.01, 2)]
+    keys = ["mae", "a3"]
+    groups = {g: summarize([r for r in records if r["group"] == g], keys)
+              for g in ("MoS2/high", "MoS2/low")}
+    return {"overall": summarize(records, keys), "groups": groups,
+            "strata": strata(records, lambda rs: summarize(rs, keys))}
+
+
+def test_card_shows_strata_worse_counts_and_label_drift():
+    """Issue #29: the card's per-concentration table, balanced means, worse-than-Dummy
+    counts, and the label-drift paragraph with both low-density improvements."""
+    from ase_definet.card import _slim
+    card = dict(_card(), name="m", summary="s", oracle="o", elements=["Mo"], defects=["V_S"],
+                config={}, parameters=1,
+                data={"source": "d", "structures": 1, "n_train": 1, "n_val": 1,
+                      "n_test": 4, "excluded": []},
+                training={"epochs": 1, "wall_time_s": 60.0, "best_val_mae": 0.1,
+                          "hardware": "cpu", "recipe": {}})
+    card.pop("scalability_holdout")
+    card["test"] = _slim(dict(_strata_report(), per_structure=[{}]))
+    assert "per_structure" not in card["test"]
+    loose = _strata_report()
+    loose["groups"]["MoS2/low"]["improvement"]["mae"] = 66.0
+    loose["groups"]["MoS2/low"]["model"]["mae"] = 0.0034
+    card["test_loose_labels"] = loose
+    card["label_drift"] = {"densities": {"low": {"n": 600, "drift": 0.0036, "dummy": 0.0128,
+                                                 "drift_pct_of_dummy": 28.1}},
+                           "groups": {"MoS2/low": {"n": 300, "drift": 0.003, "dummy": 0.011,
+                                                   "drift_pct_of_dummy": 27.0}}}
+    text = card_readme(card)
+    assert "## Where it fails" in text and "### Per concentration: test split (n = 4)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| MoS2/high |")]
+    assert rows[0].startswith("| MoS2/high | 2.5 % | 1 | 0.0100 | 0.1000 | +90.0 |")
+    assert rows[1].startswith("| MoS2/high | 12.5 % | 1 |") and "1 of 1 (100.0 %)" in rows[1]
+    assert rows[2].startswith("| MoS2/high | balanced (2 strata) |  |  |  | -5.0 |")  # (90 - 100) / 2
+    assert "| MoS2/low | 2 defects | 1 |" in text
+    assert ("Structures whose model MAE exceeds the Dummy's: overall: 1 of 4 (25.0 %); "
+            "MoS2/high: 1 of 2 (50.0 %); MoS2/low: 0 of 2 (0.0 %).") in text
+    assert "by 0.0036 Å per coordinate on average, 28 % of the Dummy's MAE (0.0128 Å" in text
+    assert ("MoS2/low (test, n = 2): against the fmax-0.01 labels the model removes 66 % of "
+            "the Dummy's error (MAE 0.0034 Å), against the continued labels 85 %") in text
+    assert "| MoS2/low | 300 | 0.0030 | 0.0110 | 27 % |" in text
+    # a card from before these sections renders without them
+    for key in ("label_drift", "test_loose_labels"):
+        card.pop(key)
+    card["test"].pop("strata")
+    text = card_readme(card)
+    assert "## Where it fails" not in text and "label drift" not in text

@@ -94,7 +94,7 @@ def test_nan_metric_saved_as_null(samples, tmp_path):
     assert np.isnan(report["overall"]["model"]["a0.1"])
     back = json.loads(save_report(report, tmp_path / "r.json").read_text())
     assert back["overall"]["model"]["a0.1"] is None
-    assert "—" in format_table(report)
+    assert "n/a" in format_table(report)
 
 
 def test_displacement_arrays(samples):
@@ -104,3 +104,59 @@ def test_displacement_arrays(samples):
     np.testing.assert_allclose(d.model_error, 0.0, atol=1e-12)
     assert d.distance.min() < 0.1                  # the substituted atoms
     assert np.all(np.isfinite(d.distance))
+
+
+def _record(group, model_mae, dummy_mae, fraction=None, n_defects=1):
+    return {"group": group, "density": group.partition("/")[2], "fraction": fraction,
+            "n_defects": n_defects, "model": {"mae": model_mae, "a3": model_mae},
+            "dummy": {"mae": dummy_mae, "a3": dummy_mae}}
+
+
+def test_strata_balance_concentrations_and_count_structures_worse_than_dummy():
+    """Issue #29: three dilute structures and one dense one; the balanced mean gives
+    the dense stratum as much weight as the three dilute ones together."""
+    from ase_definet.breakdown import strata
+    from ase_definet.evaluate import summarize
+    records = [_record("MoS2/high", 0.01, 0.10, 0.025) for _ in range(3)]
+    records += [_record("MoS2/high", 0.15, 0.10, 0.125),            # worse than the Dummy
+                _record("MoS2/low", 0.001, 0.01, 0.005, n_defects=1),
+                _record("MoS2/low", 0.004, 0.01, 0.01, n_defects=2),
+                _record("MoS2/low", 0.006, 0.01, 0.01, n_defects=2)]
+    out = strata(records, lambda rs: summarize(rs, ["mae", "a3"]))
+    high = out["MoS2/high"]
+    assert high["by"] == "concentration" and list(high["rows"]) == ["2.5 %", "12.5 %"]
+    assert high["rows"]["2.5 %"]["improvement"]["mae"] == pytest.approx(90.0)
+    assert high["rows"]["12.5 %"]["improvement"]["mae"] == pytest.approx(-50.0)
+    assert high["balanced"]["improvement"]["mae"] == pytest.approx(20.0)     # (90 - 50) / 2
+    assert summarize(records[:4], ["mae"])["improvement"]["mae"] == pytest.approx(55.0)
+    assert high["rows"]["12.5 %"]["worse_than_dummy"] == {"n": 1, "share": 1.0}
+    low = out["MoS2/low"]
+    assert low["by"] == "defects" and list(low["rows"]) == ["1 defect", "2 defects"]
+    assert low["rows"]["2 defects"]["n"] == 2
+    assert low["balanced"]["improvement"]["mae"] == pytest.approx((90.0 + 50.0) / 2)
+    assert low["balanced"]["n_strata"] == 2
+    # a structure without a recorded fraction: one stratum, named as such
+    assert list(strata([_record("X/high", 0.1, 0.2)], lambda rs: summarize(rs, ["mae"]))
+                ["X/high"]["rows"]) == ["all"]
+
+
+def test_report_carries_strata_and_worse_counts_to_json_and_text(samples, tmp_path):
+    """End to end: fractions from the samples' info, a structure predicted worse than
+    the Dummy counted overall and in its group, all of it in the JSON and the table."""
+    samples = [Sample(s.atoms, s.relaxed, s.host, dict(s.info, fraction=f))
+               for s, f in zip(samples, (0.005, 0.005, 0.05))]
+    preds = [s.relaxed for s in samples[:2]] + [samples[2].relaxed + 0.5]
+    report = evaluate_predictions(samples, preds)
+    assert report["overall"]["worse_than_dummy"]["n"] == 1
+    assert report["groups"]["Cu/high"]["worse_than_dummy"] == {"n": 1, "share": 1.0}
+    assert report["groups"]["Cu/low"]["worse_than_dummy"]["n"] == 0
+    assert list(report["strata"]["Cu/high"]["rows"]) == ["5 %"]
+    assert list(report["strata"]["Cu/low"]["rows"]) == ["1 defect"]
+    assert report["per_structure"][2]["fraction"] == 0.05
+    back = json.loads(save_report(report, tmp_path / "r.json").read_text())
+    assert back["strata"]["Cu/low"]["balanced"]["improvement"]["mae"] == pytest.approx(100.0)
+    text = format_table(report)
+    assert "balanced (1 strata)" in text
+    assert "overall: 1 of 3 (33.3 %); Cu/high: 1 of 1 (100.0 %); Cu/low: 0 of 2 (0.0 %)" in text
+    row = next(line for line in text.splitlines() if line.startswith("Cu/high") and "5 %" in line)
+    assert row.split()[2:4] == ["%", "1"]               # stratum "5 %", n = 1

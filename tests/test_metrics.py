@@ -102,7 +102,7 @@ def test_improvement_percent():
 
 def test_shape_mismatch_is_an_error():
     atoms = cubic([[1.0, 1, 1], [2.0, 2, 2]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need at least 2 positions for 2 atoms, got \(1, 3\)"):
         structure_metrics(np.zeros((1, 3)), atoms.positions, atoms, np.zeros((0, 3)))
 
 

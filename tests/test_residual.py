@@ -90,7 +90,7 @@ def test_untrained_definet_with_calculator_factory(samples):
     assert report["n"] == 1 and report["calculator"] == "EMT"
     s = report["summary"]["0.05"]
     assert np.isfinite(s["median_steps_unrelaxed"]) and np.isfinite(s["median_steps_predicted"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="fmax must be positive, got 0.0"):
         residual_study(predictor, samples, calculator=EMT(), fmax=0.0, progress=False)
 
 
