@@ -100,7 +100,8 @@ def _cmd_tighten(args) -> int:
 
 def _predictor(args):
     from .inference import Predictor
-    return Predictor(args.model, device=args.device, strict=not args.no_strict)
+    return Predictor(args.model, device=args.device, strict=not args.no_strict,
+                     tolerance=getattr(args, "tolerance", DEFAULT_TOLERANCE))
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -140,6 +141,8 @@ def _selected(args):
         samples = first_per_group(samples, args.per_group)
     if not samples:
         raise ValueError("no samples selected (check --data, --subset, --where)")
+    for s in samples:            # matched lazily, so with the user's --tolerance
+        s.tolerance = getattr(args, "tolerance", s.tolerance)
     return samples
 
 

@@ -135,6 +135,9 @@ class Predictor:
     threads : int, optional
         torch threads for each :meth:`predict` call, restored afterwards
         (``None``: torch's current setting). Beside another busy process use 1.
+    tolerance : float
+        Host-matching tolerance in Å used when a call gives none (``definet
+        --tolerance``): an atom farther from every host site is an interstitial.
 
     Notes
     -----
@@ -144,8 +147,9 @@ class Predictor:
 
     def __init__(self, model=None, device=None, strict: bool = True,
                  deterministic: bool = False, max_memory_gb: float = 8.0,
-                 threads: int | None = None):
+                 threads: int | None = None, tolerance: float = DEFAULT_TOLERANCE):
         self.device = resolve_device(device)
+        self.tolerance = float(tolerance)
         self.threads = check_threads(threads)
         if isinstance(model, nn.Module):
             self.model: nn.Module = model.to(self.device).eval()
@@ -164,11 +168,15 @@ class Predictor:
             else float("inf")
 
     # ------------------------------------------------------------ preparation
-    def prepare(self, atoms: Atoms, host, tolerance: float = DEFAULT_TOLERANCE
+    def prepare(self, atoms: Atoms, host, tolerance: float | None = None
                 ) -> tuple[HostMatch, Graph, dict]:
-        """Match and build the graph of one structure; returns timings in s."""
+        """Match and build the graph of one structure; returns timings in s.
+
+        ``tolerance`` ``None`` uses the predictor's :attr:`tolerance`.
+        """
         t0 = time.perf_counter()
-        match = match_host(atoms, host, tolerance=tolerance)
+        match = match_host(atoms, host,
+                           tolerance=self.tolerance if tolerance is None else tolerance)
         t1 = time.perf_counter()
         check_supported(match, atoms.get_chemical_symbols(), self.card, self.strict)
         # the host as given (match.host is rebuilt per structure); its scope is cached
@@ -217,7 +225,7 @@ class Predictor:
         sizes = [g.num_nodes for g in graphs]
         return np.split(disp, np.cumsum(sizes)[:-1])
 
-    def predict(self, atoms_list: list[Atoms], hosts, tolerance: float = DEFAULT_TOLERANCE,
+    def predict(self, atoms_list: list[Atoms], hosts, tolerance: float | None = None,
                 batch_size: int = 8) -> list[Prediction]:
         """Relaxed positions of many structures.
 
@@ -226,6 +234,8 @@ class Predictor:
         atoms_list : list of ase.Atoms
         hosts : host or list of hosts
             One host for all structures, or one per structure.
+        tolerance : float, optional
+            Host-matching tolerance in Å (``None``: :attr:`tolerance`).
         batch_size : int
             Structures per forward pass (also cut by ``max_memory_gb``).
         """

@@ -19,7 +19,6 @@ from .checks import (MAX_DISPLACEMENT, MIN_DISTANCE_FRACTION, POLICIES, apply_pr
                      check_policy)
 from .inference import Predictor
 from .labels import marker_counts
-from .match import DEFAULT_TOLERANCE
 from .optimizers import optimizer_class
 from .process import check_threads, torch_threads
 
@@ -53,8 +52,9 @@ class DefiNetRelaxer(BaseDynamics):
         Fallback ASE optimizer for the residual steps (default ``"BFGS"``).
     optimizer_kwargs : dict
         Extra arguments of the fallback optimizer (e.g. ``{"maxstep": 0.1}``).
-    tolerance : float
-        Host-matching tolerance in Å.
+    tolerance : float, optional
+        Host-matching tolerance in Å (``None``: the predictor's, 0.5 Å unless
+        a :class:`~ase_definet.inference.Predictor` says otherwise).
     on_violation : {"keep", "revert", "calculator"}
         What to do when the prediction fails the sanity checks: keep it and
         flag it, restore the unrelaxed positions (default: a structure with
@@ -70,14 +70,14 @@ class DefiNetRelaxer(BaseDynamics):
         torch threads while :meth:`run` / :meth:`irun` execute (the prediction and,
         with a torch calculator such as CHGNet, the residual steps), restored
         afterwards; ``None`` keeps torch's setting. Beside another busy process
-        use ``threads=1``. Ignored for the prediction when ``model`` is a
-        Predictor, which has its own ``threads``.
+        use ``threads=1``. A Predictor passed as ``model`` with its own
+        ``threads`` uses those for the prediction.
     """
 
     def __init__(self, atoms: Atoms, host, model=None, device=None,
                  logfile: Any = "-", trajectory: str | Path | None = None,
                  optimizer="BFGS", optimizer_kwargs: dict | None = None,
-                 tolerance: float = DEFAULT_TOLERANCE, on_violation: str = "revert",
+                 tolerance: float | None = None, on_violation: str = "revert",
                  min_distance_fraction: float = MIN_DISTANCE_FRACTION,
                  max_displacement: float = MAX_DISPLACEMENT, strict: bool = True,
                  deterministic: bool = False, append_trajectory: bool = False,
