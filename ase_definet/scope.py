@@ -284,6 +284,18 @@ def check_scope(match_or_host, atoms: Atoms, card: dict, strict: bool = True) ->
 
 
 # ------------------------------------------------------------------ a card's scope
+def scope_lines(card: dict) -> list[str]:
+    """The card's hosts as a markdown list item (model card text)."""
+    scope = card.get("scope") or {}
+    if not scope.get("hosts"):
+        return ["- hosts: not recorded in this card (any host is accepted)"]
+    tol = 100 * scope.get("strain_tolerance", STRAIN_TOLERANCE)
+    return [f"- hosts, up to an integer supercell and {tol:g} % lattice strain (an axis "
+            f"with more than {scope.get('vacuum_gap', VACUUM_GAP):g} Å of vacuum makes a "
+            f"sheet, whatever its length): "
+            + "; ".join(describe(h) for h in scope["hosts"])]
+
+
 def scope_of_hosts(hosts, pbcs=None, names=None,
                    tolerance: float = STRAIN_TOLERANCE) -> dict:
     """The card's ``scope`` block from pristine hosts; one record per distinct host.

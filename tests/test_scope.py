@@ -255,3 +255,11 @@ def test_trained_checkpoint_refuses_ag_and_bcc_hosts(cu_checkpoint):
     w = bulk("W", "bcc", a=3.16, cubic=True) * (3, 3, 3)
     with pytest.raises(UnsupportedStructureError, match=r"elements \['W'\]"):
         predictor.predict([apply_defects(w, [0], [("vacancy", "W", None)])], w)
+
+
+def test_card_text_lists_the_hosts():
+    from ase_definet.scope import scope_lines
+    text = "\n".join(scope_lines(shipped_card()))
+    assert "MoS2 sheet (a=3.190, b=3.190 Å, 60.0°)" in text and "2 % lattice strain" in text
+    assert "P sheet (a=3.300, b=4.601 Å, 90.0°)" in text
+    assert "not recorded" in scope_lines({"elements": ["Cu"]})[0]
