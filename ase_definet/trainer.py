@@ -241,29 +241,38 @@ class Trainer:
         vec = g.edge_vec + noise[g.edge_src] - noise[g.edge_dst]
         return replace(g, edge_vec=vec), target - noise
 
+    def batch_loss(self, glob: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[Encoded]]:
+        """This rank's loss on a global batch of training indices.
+
+        Returns the loss to back-propagate, the weighted per-structure losses of
+        this rank's share and that share. The loss is the sum over this rank's
+        structures divided by the global batch size (times the world size), so
+        DDP's gradient average over ranks equals the single-process mean over
+        the global batch.
+        """
+        mine = [self.train_set[i] for i in self._shard(glob)]
+        g, target, real = collate_items(mine, self.device)
+        if self.cfg.input_noise > 0:
+            g, target = self._perturb(g, target)
+        # bf16, not autocast's default fp16: it keeps fp32's exponent range,
+        # so the small gradients of sub-0.01 Å displacements cannot underflow
+        # and no GradScaler is needed
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.cfg.amp and self.device.type == "cuda"):
+            pred = self.ddp(g.numbers, g.markers, g.edge_src, g.edge_dst,
+                            g.edge_vec, g.batch, g.n_graphs)
+        per, _ = structure_losses(pred.float(), target, real, g.batch, g.n_graphs)
+        per = per * self._weights(mine)
+        return per.sum() * self.world / len(glob), per, mine
+
     def train_epoch(self) -> float:
+        """One pass over the training set in a seeded order; the mean training loss."""
         self.ddp.train()
         order = torch.randperm(len(self.train_set), generator=self.generator).tolist()
         bs = self.cfg.batch_size
         total, count = 0.0, 0
         for start in range(0, len(order), bs):
-            glob = order[start:start + bs]
-            mine = [self.train_set[i] for i in self._shard(glob)]
-            g, target, real = collate_items(mine, self.device)
-            if self.cfg.input_noise > 0:
-                g, target = self._perturb(g, target)
-            # bf16, not autocast's default fp16: it keeps fp32's exponent range,
-            # so the small gradients of sub-0.01 Å displacements cannot underflow
-            # and no GradScaler is needed
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=self.cfg.amp and self.device.type == "cuda"):
-                pred = self.ddp(g.numbers, g.markers, g.edge_src, g.edge_dst,
-                                g.edge_vec, g.batch, g.n_graphs)
-            per, _ = structure_losses(pred.float(), target, real, g.batch, g.n_graphs)
-            per = per * self._weights(mine)
-            # sum over my structures / global batch: DDP's gradient average over
-            # ranks then equals the single-process mean over the global batch.
-            loss = per.sum() * self.world / len(glob)
+            loss, per, mine = self.batch_loss(order[start:start + bs])
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite training loss in epoch {self.epoch + 1} (structures "

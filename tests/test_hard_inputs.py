@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
-import time
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -288,6 +288,30 @@ def test_line_and_plane_constraints_honoured(predictor):
 
 
 # ---------------------------------------------------------------- size, device
+# Run in a fresh process: ru_maxrss is the peak of the whole process, which the
+# tests before this one would already have set.
+_BIG_RELAX = """
+import json, resource
+import numpy as np, torch
+torch.set_num_threads(1)
+from ase_definet import DefiNet, DefiNetConfig, DefiNetRelaxer
+from ase_definet.data.defects import apply_defects
+from ase_definet.data.hosts import build_host
+from ase_definet.inference import Predictor
+torch.manual_seed(0)
+net = DefiNet(DefiNetConfig(hidden=16, num_rbf=8))
+host = build_host("MoS2", 41)
+atoms = apply_defects(host, [0, 1], [("vacancy", "Mo", None), ("substitution", "S", "Se")])
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss          # KiB on Linux
+r = DefiNetRelaxer(atoms, host="MoS2", model=Predictor(net, device="cpu"), logfile=None)
+r.run()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"n": len(atoms), "vacancies": len(r.match.vacancies),
+                  "finite": bool(np.isfinite(atoms.positions).all()),
+                  "grown_gb": (peak - rss0) / 2 ** 20}))
+"""
+
+
 def test_five_thousand_atoms_bounded_memory(net):
     host = build_host("MoS2", 41)              # 41 × 41 × 3 = 5043 sites
     atoms = apply_defects(host, [0, 1], [("vacancy", "Mo", None),
@@ -297,15 +321,13 @@ def test_five_thousand_atoms_bounded_memory(net):
     err = raises_input_error(StructureTooLargeError, atoms.copy(), "MoS2", small,
                              r"5043 nodes and \d+ edges needs about .* GB.*max_memory_gb=0\.01")
     assert "raise the limit" in str(err)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss      # KiB on Linux
-    t0 = time.perf_counter()
-    r = relax(atoms, "MoS2", Predictor(net, device="cpu"))        # default 8 GB limit
-    elapsed = time.perf_counter() - t0
-    grown_gb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 2 ** 20
-    assert len(atoms) == 5042 and len(r.match.vacancies) == 1
-    assert np.isfinite(atoms.positions).all()
-    assert grown_gb < 1.0, f"peak RSS grew by {grown_gb:.2f} GB"
-    assert elapsed < 20, f"{elapsed:.1f} s"    # ~1 s with one thread on a loaded VM
+    # the default 8 GB limit lets it through; the peak it adds stays under 1 GB
+    out = subprocess.run([sys.executable, "-c", _BIG_RELAX], capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["n"] == 5042 and got["vacancies"] == 1 and got["finite"]
+    assert 0 < got["grown_gb"] < 1.0, f"peak RSS grew by {got['grown_gb']:.2f} GB"
 
 
 def test_cuda_without_cuda_is_a_device_error(net):

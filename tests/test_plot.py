@@ -60,8 +60,9 @@ def test_parity_and_error_vs_distance(samples, tmp_path):
     assert is_png(plot_error_vs_distance(data, tmp_path / "err.png"))
     assert is_png(plot_error_vs_distance({"true": data.true, "pred": data.pred,
                                           "distance": data.distance}, tmp_path / "e2.png"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs per-atom defect distances"):
         plot_error_vs_distance((data.true, data.pred), tmp_path / "e3.png")
+    assert not (tmp_path / "e3.png").exists()
 
 
 def test_structure_view(samples, tmp_path):
