@@ -5,7 +5,9 @@
 Reports are ``definet evaluate --json`` files: the last rows give each report's
 mean over groups (every group counts once, as the model card's targets do) and
 how many groups reach the card's targets, both over the groups all reports
-have. Or all are ``definet residual --json`` files: per fmax, overall and per
+have. Reports that break groups down by concentration (``strata``) get a second
+table: per group the concentration-balanced improvement and the share of
+structures predicted worse than the Dummy. Or all are ``definet residual --json`` files: per fmax, overall and per
 density, the reduction in median steps and the largest energy difference between
 the two end points.
 """
@@ -16,7 +18,7 @@ import sys
 
 from ase_definet.data.sample import density_of
 from ase_definet.targets import TARGETS, group_order, meets_target
-from ase_definet.textfmt import fmt_num
+from ase_definet.textfmt import fmt_num, fmt_share
 
 
 def main(argv: list[str]) -> int:
@@ -54,7 +56,26 @@ def main(argv: list[str]) -> int:
     scope = "" if len(common) == len(groups) else f" (the {len(common)} in all reports)"
     print(f"| mean over groups{scope} | | {' | '.join(means)} |")
     print(f"| groups at target{scope} | | {' | '.join(met)} |")
+    if all(r.get("strata") for r in reports.values()):
+        _balanced_table(reports, groups)
     return 0
+
+
+def _balanced_table(reports: dict[str, dict], groups: list[str]) -> None:
+    """Per group: concentration-balanced MAE and A3 improvement, share worse than Dummy."""
+    head = " | ".join(f"{n} balanced MAE % | {n} balanced A3 % | {n} worse than Dummy"
+                      for n in reports)
+    print(f"\n| group | {head} |")
+    print("|---|" + "---|---|---|" * len(reports))
+    for g in groups:
+        cells = []
+        for r in reports.values():
+            imp = ((r["strata"].get(g) or {}).get("balanced") or {}).get("improvement", {})
+            block = r["groups"].get(g) or {}
+            worse = block.get("worse_than_dummy")
+            cells.append(f"{fmt_num(imp.get('mae'))} | {fmt_num(imp.get('a3'))} | "
+                         + (fmt_share(worse["n"], block["n"]) if worse else "n/a"))
+        print(f"| {g} | {' | '.join(cells)} |")
 
 
 def _mean(values) -> float | None:

@@ -95,3 +95,18 @@ def test_means_over_common_groups(tmp_path):
         in out.stdout
     assert "| groups at target (the 1 in all reports) | | 0 of 1 |  | 1 of 1 |  |" \
         in out.stdout
+
+
+def test_balanced_table_for_reports_with_strata(tmp_path):
+    """Issue #29: reports that carry strata also get the concentration-balanced
+    improvement and the share of structures worse than the Dummy, side by side."""
+    a = _report({"MoS2/high": (55.0, 60.0)})
+    a["groups"]["MoS2/high"]["worse_than_dummy"] = {"n": 1, "share": 1 / 3}
+    a["strata"] = {"MoS2/high": {"balanced": {"improvement": {"mae": 40.0, "a3": 45.5}}}}
+    b = json.loads(json.dumps(a))
+    b["strata"]["MoS2/high"]["balanced"]["improvement"]["mae"] = None     # NaN in the report
+    out = _compare(tmp_path, {"a": a, "b": b}).stdout
+    assert "| group | a balanced MAE % | a balanced A3 % | a worse than Dummy |" in out
+    assert "| MoS2/high | 40.0 | 45.5 | 1 of 3 (33.3 %) | n/a | 45.5 | 1 of 3 (33.3 %) |" in out
+    del b["strata"]                         # an older report: no second table
+    assert "balanced" not in _compare(tmp_path, {"a": a, "b": b}).stdout
