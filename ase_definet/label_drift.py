@@ -125,3 +125,24 @@ def drift_markdown(drift: dict, test: dict | None = None,
         lines.append(f"| {g} | {b['n']} | {fmt_num(b['drift'], '.4f')} | "
                      f"{fmt_num(b['dummy'], '.4f')} | {fmt_num(b['drift_pct_of_dummy'], '.0f')} % |")
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m ase_definet.label_drift TIGHT LOOSE [--json OUT]``: print the table."""
+    import argparse
+    import json
+    ap = argparse.ArgumentParser(description="label drift between two stores of one data set")
+    ap.add_argument("tight")
+    ap.add_argument("loose")
+    ap.add_argument("--exclude", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--json", default=None, help="write the measurement here")
+    a = ap.parse_args(argv)
+    drift = store_label_drift(a.tight, a.loose, a.exclude or None)
+    if a.json:
+        Path(a.json).write_text(json.dumps(drift, indent=1) + "\n")
+    print(drift_markdown(drift))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
