@@ -156,6 +156,8 @@ def host_scope(host: Atoms, pbc=None) -> dict:
 
 
 _CACHE: dict[bytes, dict] = {}
+#: (host content, id of a card's scope) -> (that scope, nearest host, differences)
+_VERDICTS: dict[tuple[bytes, int], tuple] = {}
 
 
 def _content_key(host: Atoms, pbc) -> bytes:
@@ -268,9 +270,17 @@ def check_scope(match_or_host, atoms: Atoms, card: dict, strict: bool = True) ->
     if not isinstance(host, Atoms):
         from .match import resolve_host
         host = resolve_host(host, atoms)
-    record = cached_host_scope(host, np.asarray(host.pbc) | np.asarray(atoms.pbc))
-    tol = float(scope.get("strain_tolerance", STRAIN_TOLERANCE))
-    best, diffs, _ = nearest_host(record, covered, tol)
+    pbc = np.asarray(host.pbc) | np.asarray(atoms.pbc)
+    record = cached_host_scope(host, pbc)
+    # the verdict too is kept per host and card: comparing costs ~2 ms, a forward ~50
+    key = (_content_key(host, pbc), id(scope))
+    hit = _VERDICTS.get(key)
+    if hit is None or hit[0] is not scope:
+        if len(_VERDICTS) > 256:
+            _VERDICTS.clear()
+        tol = float(scope.get("strain_tolerance", STRAIN_TOLERANCE))
+        hit = _VERDICTS[key] = (scope, *nearest_host(record, covered, tol)[:2])
+    _, best, diffs = hit
     if not diffs:
         return
     msg = (f"the host {describe(record)} is outside the model's scope "
