@@ -5,7 +5,11 @@ A card is a JSON-able dict stored in the checkpoint and in ``registry.json``;
 
     python -m ase_definet.card RUN_DIR --data DATA --test REPORT.json
         [--holdout REPORT.json] [--residual REPORT.json]
-        [--loose-data DIR] [--loose-test REPORT.json] -o card.json
+        [--loose-data DIR] [--loose-test REPORT.json] [--split S] [--note TEXT] -o card.json
+    python -m ase_definet.card --from-card CARD.json --test REPORT.json [...] -o card.json
+
+The second form rescores a shipped card on new reports (a new test split)
+without touching the model file.
 
 A card built on a tightened store (labels continued to a smaller fmax) also
 measures how far the labels moved (:mod:`ase_definet.label_drift`) against the
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .breakdown import strata_markdown, worse_lines
+from .reproduce import reproduce_line
 from .residual import lower_higher, summarize_by_density
 from .scope import scope_lines
 from .targets import group_order, targets_markdown  # noqa: F401 (group_order: old import path)
@@ -108,11 +113,13 @@ def loose_source(data: str | Path) -> Path | None:
 def build_card(run: str | Path, data: str | Path, test_report: dict,
                holdout_report: dict | None = None, residual_report: dict | None = None,
                name: str = "definet-2dmd", loose_data: str | Path | None = None,
-               loose_report: dict | None = None) -> dict:
+               loose_report: dict | None = None, split: str | None = None,
+               note: str | None = None) -> dict:
     """Assemble a card from a training run folder, its data and its reports.
 
     ``loose_data``: a store with the same structures' looser labels, for the
-    label-drift section; ``loose_report``: the test report against them.
+    label-drift section; ``loose_report``: the test report against them;
+    ``split`` and ``note``: see :func:`rescore_card`.
     """
     from .data.load import load_samples
     from .weights import coverage, read_checkpoint
@@ -135,9 +142,6 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
         "data": {"source": str(data), "structures": manifest.get("structures"),
                  "groups": manifest.get("groups"), "split": str(run / "split.json"),
                  "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
-                 # what the test metrics rest on: a run started before its data set
-                 # was complete is tested later on a longer list than it trained with
-                 "n_test": test_report["overall"]["n"],
                  "excluded": meta.get("excluded", [])},
         "training": dict(_with_history(_training_log(run), meta.get("init")),
                          recipe=meta.get("train_config"),
@@ -145,10 +149,8 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
                                   f"{meta.get('threads', '?')} torch threads × "
                                   f"{meta.get('world_size', 1)} process(es)",
                          code_version=ckpt.get("code_version")),
-        "test": _slim(test_report),
     }
-    if holdout_report:
-        card["scalability_holdout"] = _slim(holdout_report)
+    card = rescore_card(card, test_report, holdout_report, loose_report, split, note)
     if residual_report:
         card["residual_steps"] = residual_report.get("summary")
         records = residual_report.get("per_structure", [])
@@ -161,10 +163,41 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
         card["residual_steps_groups"] = dict(sorted(groups.items(), key=lambda g: g[0].lower()))
         card["residual_calculator"] = residual_report.get("calculator", "chgnet")
     if loose_data is not None:
-        from .label_drift import store_label_drift
-        card["label_drift"] = store_label_drift(data, loose_data, meta.get("excluded"))
+        card = with_label_drift(card, data, loose_data)
+    return card
+
+
+def with_label_drift(card: dict, data: str | Path, loose_data: str | Path) -> dict:
+    """The card with the label drift between its store ``data`` and ``loose_data``."""
+    from .label_drift import store_label_drift
+    excluded = card.get("data", {}).get("excluded") or None
+    return dict(card, label_drift=store_label_drift(data, loose_data, excluded))
+
+
+def rescore_card(card: dict, test_report: dict, holdout_report: dict | None = None,
+                 loose_report: dict | None = None, split: str | None = None,
+                 note: str | None = None) -> dict:
+    """A copy of ``card`` with its test metrics taken from new evaluation reports.
+
+    How a shipped model is scored on a new test split without retraining or
+    repackaging it. ``split`` names the split file the reports used; ``note`` is
+    printed above the test metrics (e.g. that the model trained on some of them).
+    Sections of the old card that the new reports do not replace are dropped.
+    """
+    card = {k: v for k, v in card.items()
+            if k not in ("test", "scalability_holdout", "test_loose_labels", "test_note")}
+    # what the test metrics rest on: a run started before its data set was
+    # complete is tested later on a longer list than it trained with
+    card["data"] = dict(card.get("data", {}), n_test=test_report["overall"]["n"])
+    if split:
+        card["data"]["test_split"] = str(split)
+    card["test"] = _slim(test_report)
+    if holdout_report:
+        card["scalability_holdout"] = _slim(holdout_report)
     if loose_report:
         card["test_loose_labels"] = _slim(loose_report)
+    if note:
+        card["test_note"] = note
     return card
 
 
@@ -255,36 +288,6 @@ def _history_lines(t: dict) -> list[str]:
             f"{minutes(t['total_wall_time_s'])} min of training"]
 
 
-# build.sh's data store and variables, with its defaults (tests/test_card.py checks
-# them against the script): the reproduce line names only what differs
-_BUILD_DATA = "weights/data/chgnet-2dmd"
-_BUILD_VARS = {"lr": ("LR", 1.5e-3), "batch_size": ("BATCH", 2), "seed": ("SEED", 0),
-               "max_time": ("MAX_TIME", 2400.0), "balance": ("BALANCE", "group"),
-               "weight_decay": ("WD", 0.0), "input_noise": ("NOISE", 0.0)}
-
-
-def reproduce_line(card: dict) -> str:
-    """The ``weights/build.sh`` command that trains this card's run again."""
-    d, t = card["data"], card["training"]
-    recipe = t.get("recipe") or {}
-    env = [f"DATA={d['source']}"] if d.get("source") != _BUILD_DATA else []
-    for key, (var, default) in _BUILD_VARS.items():
-        value = recipe.get(key)
-        if value is not None and value != default:
-            env.append(f"{var}={value:g}" if isinstance(value, float) else f"{var}={value}")
-    extra = [e for e in d.get("excluded", []) if e != "supercell=12x12"]  # build.sh's own
-    if extra:
-        env.append(f"EXCLUDE={','.join(extra)}")
-    init = t.get("initialised_from")
-    if not init:
-        return f"`{' '.join(env + ['bash weights/build.sh'])}`"
-    # the parent file is usually the earlier default, since replaced by this model
-    env += ["INIT=parent.pt", f"SPLIT={d.get('split', 'split.json')}"]
-    return (f"`{' '.join(env + ['bash weights/build.sh'])}`, parent.pt being the "
-            f"checkpoint with sha256 `{init['sha256'][:12]}…` (`{init['checkpoint']}` "
-            "when this run started; in the git history)")
-
-
 def card_readme(card: dict) -> str:
     """The model card as the ``weights/README.md`` text."""
     t = card["training"]
@@ -317,7 +320,9 @@ def card_readme(card: dict) -> str:
         "## Test metrics (Å; model / Dummy (improvement))",
         "Dummy = the unrelaxed structure as prediction. MAE over x, y, z of all real atoms; "
         "A_x over atoms within x Å of a defect site (periodic images included); per "
-        "structure, then averaged.", "",
+        "structure, then averaged."
+        + (f" Test split: `{d['test_split']}`." if d.get("test_split") else ""), "",
+        *([f"**{card['test_note']}**", ""] if card.get("test_note") else []),
         card_markdown(card), "",
         *_residual_lines(card), "",
         *_strata_lines(card),
@@ -339,8 +344,13 @@ def card_text(card: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="build a model card JSON")
-    ap.add_argument("run")
-    ap.add_argument("--data", required=True)
+    ap.add_argument("run", nargs="?", default=None,
+                    help="training run folder (or give --from-card)")
+    ap.add_argument("--from-card", default=None,
+                    help="rescore this card JSON (a registry.json entry's card) instead")
+    ap.add_argument("--split", default=None, help="the split file the reports used")
+    ap.add_argument("--note", default=None, help="printed above the test metrics")
+    ap.add_argument("--data", default=None)
     ap.add_argument("--test", required=True)
     ap.add_argument("--holdout", default=None)
     ap.add_argument("--residual", default=None)
@@ -354,8 +364,18 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", default=None, help="also write the card as markdown here")
     a = ap.parse_args(argv)
     load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
-    card = build_card(a.run, a.data, load(a.test), load(a.holdout), load(a.residual),
-                      a.name, a.loose_data or loose_source(a.data), load(a.loose_test))
+    if a.from_card:
+        card = rescore_card(load(a.from_card), load(a.test), load(a.holdout),
+                            load(a.loose_test), a.split, a.note)
+        data = a.data or card["data"]["source"]
+        loose = a.loose_data or loose_source(data)
+        card = with_label_drift(card, data, loose) if loose else card
+    elif a.run and a.data:
+        card = build_card(a.run, a.data, load(a.test), load(a.holdout), load(a.residual),
+                          a.name, a.loose_data or loose_source(a.data), load(a.loose_test),
+                          a.split, a.note)
+    else:
+        ap.error("give RUN and --data, or --from-card")
     Path(a.output).write_text(json.dumps(card, indent=1) + "\n")
     if a.readme:
         Path(a.readme).parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 targets of the shipped weights."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from ase_definet.card import card_readme
@@ -111,7 +110,7 @@ def test_oracle_note_resolves_a_tightened_source_against_its_store():
 def test_reproduce_line_names_what_differs_from_build_sh():
     """Bug: every card said `bash weights/build.sh`, which trains on another store with
     another learning rate than a warm-started, tightened-label model used."""
-    from ase_definet.card import reproduce_line
+    from ase_definet.reproduce import reproduce_line
     card = {"data": {"source": "weights/data/chgnet-2dmd", "excluded": ["supercell=12x12"],
                      "split": "r/split.json"},
             "training": {"recipe": {"lr": 1.5e-3, "batch_size": 2, "seed": 0,
@@ -133,7 +132,7 @@ def test_reproduce_line_knows_build_sh_defaults():
     """The card's reproduce line omits variables at build.sh's defaults: they must agree."""
     import re
     from pathlib import Path
-    from ase_definet.card import _BUILD_DATA, _BUILD_VARS
+    from ase_definet.reproduce import _BUILD_DATA, _BUILD_VARS
     script = (Path(__file__).resolve().parents[1] / "weights" / "build.sh").read_text()
     for key, (var, default) in _BUILD_VARS.items():
         found = re.findall(r"\$\{" + var + r":-([^}]*)\}", script)
@@ -297,3 +296,39 @@ def test_card_shows_strata_worse_counts_and_label_drift():
     card["test"].pop("strata")
     text = card_readme(card)
     assert "## Where it fails" not in text and "label drift" not in text
+
+
+def test_rescore_card_replaces_the_test_sections_and_says_which_split(tmp_path, capsys):
+    """Issue #29 item 5: a shipped model scored on a new split without repackaging it;
+    the old split's numbers must not stay on the card beside the new ones."""
+    import json
+    from ase_definet.card import main, rescore_card
+    card = dict(_card(), name="m", summary="s", oracle="o", elements=["Mo"],
+                defects=["V_S"], config={}, parameters=1,
+                data={"source": str(tmp_path / "no-store"), "structures": 1, "n_train": 1,
+                      "n_val": 1, "n_test": 240, "excluded": []},
+                training={"epochs": 1, "wall_time_s": 60.0, "best_val_mae": 0.1,
+                          "hardware": "cpu", "recipe": {}},
+                test_loose_labels={"overall": {}, "groups": {}})
+    new = dict(_strata_report(), per_structure=[{}])
+    out = rescore_card(card, new, split="s-v2.json", note="Trained on 7 of these.")
+    assert out["data"]["n_test"] == 4 and out["data"]["test_split"] == "s-v2.json"
+    assert out["test"]["groups"].keys() == {"MoS2/high", "MoS2/low"}
+    assert "per_structure" not in out["test"]
+    # the old card's holdout and loose-label sections came from the old reports
+    assert "scalability_holdout" not in out and "test_loose_labels" not in out
+    assert card["data"]["n_test"] == 240 and "WSe2/low" in card["test"]["groups"]
+    text = card_readme(out)
+    assert "Test split: `s-v2.json`." in text and "**Trained on 7 of these.**" in text
+    assert "| test, MoS2/low | 2 |" in text and "WSe2/low" not in text
+    # the same from the command line, from a card JSON
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    (tmp_path / "test.json").write_text(json.dumps(new))
+    assert main(["--from-card", str(tmp_path / "card.json"), "--test", str(tmp_path / "test.json"),
+                 "--split", "s-v2.json", "-o", str(tmp_path / "new.json"),
+                 "--readme", str(tmp_path / "README.md")]) == 0
+    assert json.loads((tmp_path / "new.json").read_text())["data"]["test_split"] == "s-v2.json"
+    assert "## Where it fails" in (tmp_path / "README.md").read_text()
+    with pytest.raises(SystemExit, match="2"):
+        main(["--test", str(tmp_path / "test.json"), "-o", str(tmp_path / "x.json")])
+    assert "give RUN and --data, or --from-card" in capsys.readouterr().err
