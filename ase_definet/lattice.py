@@ -20,8 +20,11 @@ from ase.geometry import minkowski_reduce
 #: Å of empty space along an axis that make it a vacuum axis (2DMD: ~15 Å;
 #: interlayer gaps of layered bulk crystals: ~3 Å).
 VACUUM_GAP = 5.0
-#: spglib tolerance in Å: relaxed hosts carry ~1e-4 Å of numerical noise.
-SYMPREC = 0.01
+#: spglib tolerances in Å, tried in turn: the smallest primitive cell wins, so a
+#: host relaxed to ~0.01 Å noise (a DFT or MLIP relaxation without symmetry
+#: constraints; 0.005 Å random displacements already defeat 0.01) is still
+#: recognised as a supercell. 0.1 Å stays below real distortions (1T' vs 1T).
+SYMPRECS = (0.01, 0.05, 0.1)
 #: Length added to the extent of the atoms along an open axis (images apart).
 _OPEN_PADDING = 25.0
 
@@ -68,19 +71,22 @@ def open_axes(atoms: Atoms, pbc=None, min_gap: float = VACUUM_GAP) -> list[int]:
 
 
 def primitive_cell(atoms: Atoms, cell: np.ndarray) -> Atoms:
-    """spglib's primitive cell of ``atoms`` in ``cell`` (unchanged if spglib fails)."""
+    """spglib's primitive cell of ``atoms`` in ``cell``: the smallest found over
+    :data:`SYMPRECS` (the cell itself if spglib finds none)."""
     scaled = atoms.get_positions() @ np.linalg.inv(cell)
-    try:
-        with warnings.catch_warnings():     # spglib 2.x: its error-handling deprecation
-            warnings.simplefilter("ignore", DeprecationWarning)
-            found = spglib.standardize_cell((cell, scaled, atoms.numbers), to_primitive=True,
-                                            no_idealize=True, symprec=SYMPREC)
-    except Exception:  # noqa: BLE001 (SpglibError, where its new error handling is on)
-        found = None
-    if found is None:
-        return Atoms(atoms.numbers, scaled_positions=scaled % 1.0, cell=cell, pbc=True)
-    lattice, positions, numbers = found
-    return Atoms(numbers, scaled_positions=positions, cell=lattice, pbc=True)
+    best = Atoms(atoms.numbers, scaled_positions=scaled % 1.0, cell=cell, pbc=True)
+    for symprec in SYMPRECS:
+        try:
+            with warnings.catch_warnings():     # spglib 2.x: its error-handling deprecation
+                warnings.simplefilter("ignore", DeprecationWarning)
+                found = spglib.standardize_cell((cell, scaled, atoms.numbers),
+                                                to_primitive=True, no_idealize=True,
+                                                symprec=symprec)
+        except Exception:  # SpglibError, where its new error handling is on
+            found = None
+        if found is not None and len(found[2]) < len(best):
+            best = Atoms(found[2], scaled_positions=found[1], cell=found[0], pbc=True)
+    return best
 
 
 def reduced_lattice(prim: Atoms, dims: int, open_dirs: np.ndarray) -> dict:

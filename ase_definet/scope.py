@@ -203,13 +203,18 @@ def compare_hosts(record: dict, covered: dict, tolerance: float = STRAIN_TOLERAN
     if record["dimensionality"] != covered["dimensionality"]:
         diffs.append(f"{record['kind']} vs {covered['kind']} ({record['dimensionality']} "
                      f"vs {covered['dimensionality']} periodic axes without vacuum)")
+    elif (record["formula"] == covered["formula"]
+          and record["atoms_per_cell"] != covered["atoms_per_cell"]):
+        diffs.append(f"other prototype ({record['atoms_per_cell']} vs "
+                     f"{covered['atoms_per_cell']} atoms per primitive cell; or a host too "
+                     "distorted to reduce to its primitive cell: pass the pristine host)")
     else:
         same_formula = record["formula"] == covered["formula"]
         same_shape = _anonymous(record["formula"]) == _anonymous(covered["formula"])
         if not (same_shape and _prototype_match(record, covered, species=same_formula)):
-            cn = lambda r: ", ".join(f"{s['element']} {s['cn']}" for s in r["sites"])
-            how = (f"coordination {cn(record)} vs {cn(covered)}" if cn(record) != cn(covered)
-                   else f"coordination {cn(record)} alike, neighbour shells or bond angles "
+            a, b = _coordination(record), _coordination(covered)
+            how = (f"coordination {a} vs {b}" if a != b
+                   else f"coordination {a} alike, neighbour shells or bond angles "
                         "differ")
             diffs.append(f"other prototype ({how})")
     strain = lattice_strain(record["lattice"], covered["lattice"])
@@ -217,6 +222,10 @@ def compare_hosts(record: dict, covered: dict, tolerance: float = STRAIN_TOLERAN
         diffs.append(f"lattice strain {100 * strain:.1f} % beyond the "
                      f"{100 * tolerance:g} % tolerance")
     return diffs, strain
+
+
+def _coordination(record: dict) -> str:
+    return ", ".join(sorted({f"{s['element']} {s['cn']}" for s in record["sites"]}))
 
 
 def describe(record: dict) -> str:

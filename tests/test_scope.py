@@ -186,7 +186,9 @@ def test_bulk_gan_is_refused_by_the_shipped_model_and_predicted_with_a_warning()
 def test_strained_host_is_refused_naming_the_strain():
     card = shipped_card()
     host = build_host("hBN", 4)
-    vac = lambda h: apply_defects(h, [0], [("vacancy", "B", None)])
+
+    def vac(h):
+        return apply_defects(h, [0], [("vacancy", "B", None)])
     for ok in (strained(host, 0.01, 0.0), strained(host, -0.01)):
         check_scope(ok, vac(ok), card)
     bad = strained(host, 0.03, 0.0)
@@ -263,3 +265,19 @@ def test_card_text_lists_the_hosts():
     assert "MoS2 sheet (a=3.190, b=3.190 Å, 60.0°)" in text and "2 % lattice strain" in text
     assert "P sheet (a=3.300, b=4.601 Å, 90.0°)" in text
     assert "not recorded" in scope_lines({"elements": ["Cu"]})[0]
+
+
+def test_relaxation_noise_is_tolerated_and_a_disordered_host_is_named():
+    """Bug: spglib at 0.01 Å missed the primitive cell of an 8×8 MoS2 host with
+    0.005 Å random displacements, which then read as 700 % lattice strain."""
+    card = shipped_card()
+    for name in ("MoS2", "BP", "GaSe", "hBN"):
+        host = build_host(name, 6)
+        host.rattle(0.01, seed=1)               # up to ~0.04 Å per coordinate
+        check_scope(host, host, card)
+    host = build_host("BP", 6)
+    host.rattle(0.05, seed=1)
+    with pytest.raises(UnsupportedStructureError,
+                       match=r"other prototype \(144 vs 4 atoms per primitive cell; or a "
+                             "host too distorted"):
+        check_scope(host, host, card)
