@@ -157,17 +157,17 @@ def _cmd_relax(args) -> int:
     predictor = _predictor(args)
     writer = FrameWriter(args.output, fmt)
     records: list[dict] = []
-    bar = tqdm(desc="relax", unit="struct", disable=args.quiet)
-    for frames in relax_many(inputs, args.host, predictor,
-                             batch_size=args.batch_size, calculator=args.calculator,
-                             fmax=args.fmax, steps=args.steps):
-        writer.write(frames)
-        for atoms in frames:
-            records.append(structure_record(atoms, inputs.sources[len(records)]))
-            if not args.quiet:
-                bar.write(format_record(records[-1]))     # above the bar, not through it
-        bar.update(len(frames))
-    bar.close()
+    # leave=False: the bar clears itself, before an error message or the total line
+    with tqdm(desc="relax", unit="struct", disable=args.quiet, leave=False) as bar:
+        for frames in relax_many(inputs, args.host, predictor,
+                                 batch_size=args.batch_size, calculator=args.calculator,
+                                 fmax=args.fmax, steps=args.steps):
+            writer.write(frames)
+            for atoms in frames:
+                records.append(structure_record(atoms, inputs.sources[len(records)]))
+                if not args.quiet:
+                    bar.write(format_record(records[-1]))     # above the bar
+            bar.update(len(frames))
     paths = writer.close()
     if fmt not in INFO_FORMATS:
         paths.append(write_sidecar(args.output, records, paths))

@@ -2,7 +2,7 @@
 one summary line per structure, and a JSON sidecar for formats without ``info``.
 
 The relaxation itself is :func:`ase_definet.batch.relax_many`; this module only
-reads what it records in ``atoms.info`` (``definet_vacancies``,
+reads what it records in ``atoms.info`` (``definet``, ``definet_vacancies``,
 ``definet_substitutions``, ``definet_max_move``, ``definet_residual_steps``,
 ``definet_converged``, ``definet_warnings``), tolerating keys that are absent.
 """
@@ -104,6 +104,7 @@ def structure_record(atoms: Atoms, source: str) -> dict:
     move = info.get("definet_max_move")
     warnings = info.get("definet_warnings") or []
     return {"source": source,
+            "prediction": info.get("definet"),      # predicted, kept or reverted
             "vacancies": _count(info.get("definet_vacancies")),
             "substitutions": _count(info.get("definet_substitutions")),
             "max_move": None if move is None else float(move),
@@ -123,7 +124,9 @@ def format_record(rec: dict) -> str:
     parts = [f"{_plural(rec['vacancies'], 'vacancy', 'vacancies')}, "
              f"{_plural(rec['substitutions'], 'substitution')}"]
     if rec["max_move"] is not None:
-        parts.append(f"largest move {rec['max_move']:.3f} Å")
+        parts.append(f"largest predicted move {rec['max_move']:.3f} Å")
+    if rec["prediction"] == "reverted":
+        parts.append("prediction reverted to the input positions")
     if rec["residual_steps"] is not None or rec["converged"] is not None:
         flag = {True: "converged", False: "NOT converged", None: "convergence unknown"}
         parts.append(f"{_plural(rec['residual_steps'], 'residual step')}, "
@@ -143,7 +146,7 @@ def format_total(records: list[dict]) -> str:
              f"{_plural(total('vacancies'), 'vacancy', 'vacancies')}, "
              f"{_plural(total('substitutions'), 'substitution')}"]
     if moves:
-        parts.append(f"largest move {max(moves):.3f} Å")
+        parts.append(f"largest predicted move {max(moves):.3f} Å")
     flags = [r["converged"] for r in records if r["converged"] is not None]
     if flags:
         steps = [r["residual_steps"] for r in records if r["residual_steps"] is not None]
@@ -151,7 +154,8 @@ def format_total(records: list[dict]) -> str:
                      + (f" ({max(steps)} residual steps at most)" if steps else ""))
     warned = sum(bool(r["warnings"]) for r in records)
     if warned:
-        parts.append(f"{warned} with warnings")
+        reverted = sum(r["prediction"] == "reverted" for r in records)
+        parts.append(f"{warned} with warnings ({reverted} reverted)")
     return "total: " + "; ".join(parts)
 
 
