@@ -1,6 +1,7 @@
 """Data formats: generator store, 2DMD layout, compact file, DFT outputs."""
 from __future__ import annotations
 
+import ast
 import csv
 import gzip
 import json
@@ -235,7 +236,7 @@ def test_2dmd_reads_published_cif_text(tmp_path):
         rows = list(csv.reader(fh))[1:4]
     with open(PILOT / "descriptors.csv", newline="") as fh:
         descriptors = {r["_id"]: r["defects"] for r in csv.DictReader(fh)}
-    for k, (desc_id, text) in enumerate(rows):
+    for k, (_, text) in enumerate(rows):
         for kind in ("unrelaxed", "relaxed"):
             (cif / f"p{k}_{kind}.cif").write_text(text)
     (low / "MoS2" / "train.csv").write_text("atoms_id\np0\np1\np2\n")
@@ -245,7 +246,7 @@ def test_2dmd_reads_published_cif_text(tmp_path):
         s = by_id(result)[f"p{k}"]
         assert s.atoms.cell.lengths()[2] == pytest.approx(14.879004)
         want = Counter(tuple(sorted(d.items()))
-                       for d in eval(descriptors[desc_id]))  # noqa: S307 - trusted file
+                       for d in ast.literal_eval(descriptors[desc_id]))
         assert defect_multiset(s) == want
 
 

@@ -12,7 +12,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from ase import Atoms

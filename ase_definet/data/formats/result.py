@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..sample import Sample
 
@@ -35,7 +35,7 @@ class LoadResult:
     def __iter__(self) -> Iterator[Sample]:
         return iter(self.samples)
 
-    def extend(self, other: "LoadResult") -> "LoadResult":
+    def extend(self, other: LoadResult) -> LoadResult:
         """Append another result's samples, skips and duplicates; returns self."""
         self.samples += other.samples
         self.skipped += other.skipped
