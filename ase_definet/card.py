@@ -288,6 +288,16 @@ def _history_lines(t: dict) -> list[str]:
             f"{minutes(t['total_wall_time_s'])} min of training"]
 
 
+def _split_text(card: dict) -> str:
+    d = card["data"]
+    if d.get("test_split"):        # a card rescored on another split than it trained with
+        return (f"trained on split {d['n_train']}/{d['n_val']} train/val "
+                f"(`{card['name']}.split.json`); test metrics on the {d['n_test']} test "
+                f"structures of `{d['test_split']}`")
+    return (f"split {d['n_train']}/{d['n_val']}/{d['n_test']} train/val/test, stratified "
+            f"by material and density (`{card['name']}.split.json`)")
+
+
 def card_readme(card: dict) -> str:
     """The model card as the ``weights/README.md`` text."""
     t = card["training"]
@@ -307,8 +317,7 @@ def card_readme(card: dict) -> str:
         f"- file: `{card['name']}.pt`, sha256 in `registry.json` (checked before loading)", "",
         "## Data",
         f"- `{d['source']}`: {d['structures']} structures (manifest.json lists them per "
-        f"material/density/supercell); split {d['n_train']}/{d['n_val']}/{d['n_test']} "
-        f"train/val/test, stratified by material and density (`{card['name']}.split.json`)",
+        f"material/density/supercell); " + _split_text(card),
         f"- left out of training entirely: {', '.join(d['excluded']) or 'nothing'}", "",
         "## Training",
         f"- {t['epochs']} epochs, {t['wall_time_s'] / 60:.0f} min on {t['hardware']}; "

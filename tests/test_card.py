@@ -320,6 +320,8 @@ def test_rescore_card_replaces_the_test_sections_and_says_which_split(tmp_path, 
     assert card["data"]["n_test"] == 240 and "WSe2/low" in card["test"]["groups"]
     text = card_readme(out)
     assert "Test split: `s-v2.json`." in text and "**Trained on 7 of these.**" in text
+    assert "trained on split 1/1 train/val (`m.split.json`); test metrics on the 4 test " \
+        "structures of `s-v2.json`" in text
     assert "| test, MoS2/low | 2 |" in text and "WSe2/low" not in text
     # the same from the command line, from a card JSON
     (tmp_path / "card.json").write_text(json.dumps(card))
