@@ -110,3 +110,33 @@ def test_installed_wheel_lists_its_model_from_any_folder(wheel, tmp_path):
     assert Path(module).is_relative_to(target)              # the installed copy, not ours
     from ase_definet.weights import load_model
     assert int(n_params) == sum(p.numel() for p in load_model(name).parameters())
+
+
+# Fails the import of every package that only an extra installs.
+_WITHOUT_EXTRAS = """
+import sys
+EXTRAS = {"chgnet", "pymatgen", "pandas", "plotly", "hypothesis", "pytest", "matplotlib",
+          "e3nn", "dask", "distributed", "dask_jobqueue", "sevenn"}
+
+class NoExtras:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in EXTRAS:
+            raise ImportError(f"{name} is an extra")
+        return None
+
+sys.meta_path.insert(0, NoExtras())
+from ase_definet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_relaxing_a_file_needs_no_extra(tmp_path):
+    """`pip install .` without extras is enough to relax a file with the shipped model."""
+    out_file = tmp_path / "relaxed.extxyz"
+    cmd = [sys.executable, "-c", _WITHOUT_EXTRAS, "relax", "--threads", "1",
+           str(ROOT / "examples" / "data" / "MoS2_defects.extxyz"), "--host", "MoS2",
+           "-o", str(out_file)]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from ase.io import read
+    assert len(read(out_file, index=":")) == 2
