@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from ase.io.formats import UnknownFileTypeError
@@ -149,25 +150,34 @@ def _selected(args):
 def _cmd_relax(args) -> int:
     from tqdm.auto import tqdm
     from .batch import FrameWriter, relax_many
-    from .relax_io import (INFO_FORMATS, InputFrames, format_record, format_total,
-                           not_converged, output_format, structure_record, write_sidecar)
+    from .errors import DefiNetInputError, InputFileError
+    from .relax_io import (INFO_FORMATS, InputFrames, failed_where, format_record,
+                           format_total, not_converged, output_format, structure_record,
+                           write_sidecar)
     fmt = output_format(args.output, args.format)     # refuse a bad -o before any work
     inputs = InputFrames(args.inputs)
     inputs.check()
     predictor = _predictor(args)
     writer = FrameWriter(args.output, fmt)
     records: list[dict] = []
-    # leave=False: the bar clears itself, before an error message or the total line
-    with tqdm(desc="relax", unit="struct", disable=args.quiet, leave=False) as bar:
-        for frames in relax_many(inputs, args.host, predictor,
-                                 batch_size=args.batch_size, calculator=args.calculator,
-                                 fmax=args.fmax, steps=args.steps):
-            writer.write(frames)
-            for atoms in frames:
-                records.append(structure_record(atoms, inputs.sources[len(records)]))
-                if not args.quiet:
-                    bar.write(format_record(records[-1]))     # above the bar
-            bar.update(len(frames))
+    try:
+        # leave=False: the bar clears itself, before an error message or the total line
+        with tqdm(desc="relax", unit="struct", disable=args.quiet, leave=False) as bar:
+            for frames in relax_many(inputs, args.host, predictor,
+                                     batch_size=args.batch_size, calculator=args.calculator,
+                                     fmax=args.fmax, steps=args.steps):
+                writer.write(frames)
+                for atoms in frames:
+                    records.append(structure_record(atoms, inputs.sources[len(records)]))
+                    if not args.quiet:
+                        bar.write(format_record(records[-1]))     # above the bar
+                bar.update(len(frames))
+    except InputFileError:
+        raise                                   # names its file already
+    except DefiNetInputError as err:
+        # the frames read but not yet recorded are the batch that failed
+        err.args = (f"{failed_where(inputs.sources[len(records):])}: {err}",)
+        raise
     paths = writer.close()
     if fmt not in INFO_FORMATS:
         paths.append(write_sidecar(args.output, records, paths))
@@ -492,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     new_folder = _first_missing(getattr(args, "out", None))
     code = 1
     try:
-        code = _run(args)
+        with warnings.catch_warnings():     # restored when main returns
+            warnings.showwarning = _one_line_warning(args.command)
+            code = _run(args)
     finally:
         if code != 0 and new_folder is not None:
             # a command that failed before writing anything leaves no empty folder
@@ -516,6 +528,13 @@ def _run(args) -> int:
         print(f"definet {args.command}: interrupted; finished work is saved",
               file=sys.stderr)
         return 130
+
+
+def _one_line_warning(command: str):
+    """A warning is one line for the user, without a source location."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"definet {command}: warning: {message}", file=file or sys.stderr)
+    return show
 
 
 def _first_missing(path) -> Path | None:

@@ -54,6 +54,10 @@ class DataFormatError(DefiNetInputError):
     """A data file is missing, unreadable or inconsistent with its partner."""
 
 
+class InputFileError(DataFormatError):
+    """A structure file given to ``definet relax`` is missing or unreadable (named)."""
+
+
 class CheckpointError(DefiNetInputError):
     """A checkpoint is corrupt, tampered with, or made by an incompatible version."""
 

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 from ase import Atoms
 from ase.io.formats import UnknownFileTypeError, filetype, ioformats
 
-from .errors import DataFormatError
+from .errors import DataFormatError, InputFileError
 
 #: ASE formats that store ``atoms.info`` (and so the convergence flag) per frame.
 INFO_FORMATS = ("extxyz", "traj")
@@ -54,7 +54,7 @@ class InputFrames:
 
     Iterating yields ``Atoms``; :attr:`sources` grows by one label per frame
     (``file`` for a one-frame file, ``file@k`` otherwise). A file ASE cannot
-    read, or one without structures, is a :class:`DataFormatError` that names it.
+    read, or one without structures, is an :class:`InputFileError` that names it.
     """
 
     def __init__(self, paths: Iterable[str | Path]):
@@ -65,8 +65,8 @@ class InputFrames:
         """Fail early on inputs that are missing or not files."""
         for p in self.paths:
             if not p.is_file():
-                raise DataFormatError(f"cannot read {p}: "
-                                      + ("not a file" if p.exists() else "no such file"))
+                raise InputFileError(f"cannot read {p}: "
+                                     + ("not a file" if p.exists() else "no such file"))
 
     def __iter__(self) -> Iterator[Atoms]:
         from .batch import iter_structures
@@ -80,12 +80,20 @@ class InputFrames:
                         yield held
                     held, k = atoms, k + 1
             except Exception as err:      # ASE readers raise anything on garbage
-                raise DataFormatError(f"cannot read {p}: {type(err).__name__}: {err}"
-                                      ) from err
+                raise InputFileError(f"cannot read {p}: {type(err).__name__}: {err}"
+                                     ) from err
             if held is None:
-                raise DataFormatError(f"cannot read {p}: no structures in it")
+                raise InputFileError(f"cannot read {p}: no structures in it")
             self.sources.append(str(p) if k == 1 else f"{p}@{k - 1}")
             yield held
+
+
+def failed_where(pending: list[str]) -> str:
+    """Name the structures of a batch that failed: one, or the first and last."""
+    if len(pending) == 1:
+        return pending[0]
+    return (f"one of {pending[0]} ... {pending[-1]} (--batch-size 1 names it)"
+            if pending else "input")
 
 
 def _count(value) -> int | None:

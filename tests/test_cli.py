@@ -221,8 +221,15 @@ def test_strained_builtin_host_error_suggests_own_cell(tmp_path, ckpt, capsys):
     assert _relax([tmp_path / "defect.vasp"], "MoS2", ckpt, tmp_path / "o.extxyz",
                   "--quiet") == 2
     line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"definet relax: error: {tmp_path / 'defect.vasp'}: ")
     assert re.search(r"built-in host MoS2 strained by -0\.32 % \(a = 3\.1800 Å here, "
                      r"3\.1903 Å in the host\).*--host pristine\.vasp", line)
+    # in a batch of several, the error names the batch
+    assert _relax([EXAMPLE, tmp_path / "defect.vasp"], "MoS2", ckpt, tmp_path / "o.extxyz",
+                  "--quiet") == 2
+    assert _one_error_line(capsys.readouterr().err).startswith(
+        f"definet relax: error: one of {EXAMPLE}@0 ... {tmp_path / 'defect.vasp'} "
+        "(--batch-size 1 names it): ")
     # the suggestion works
     write(tmp_path / "pristine.vasp", mx2("MoS2", a=3.18, vacuum=10.0), format="vasp")
     assert _relax([tmp_path / "defect.vasp"], tmp_path / "pristine.vasp", ckpt,
@@ -406,3 +413,38 @@ def test_closed_output_pipe_is_not_an_error(tmp_path, emt_store):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 0, err
     assert "Broken pipe" not in err and "Traceback" not in err
+
+
+class _Flinger(torch.nn.Module):
+    """A real DefiNet whose prediction throws atom 0 of every structure 1e3 Å away."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.config = net, net.config
+
+    def forward(self, numbers, markers, edge_src, edge_dst, edge_vec, batch, n_graphs):
+        disp = self.net(numbers, markers, edge_src, edge_dst, edge_vec, batch, n_graphs).clone()
+        for g in range(int(n_graphs)):
+            disp[torch.nonzero(batch == g)[0, 0], 0] += 1e3
+        return disp
+
+
+def test_relax_says_when_a_prediction_was_reverted(tmp_path, monkeypatch, capsys):
+    from ase_definet import cli
+    from ase_definet.inference import Predictor
+    torch.manual_seed(0)
+    flinger = Predictor(_Flinger(DefiNet(DefiNetConfig(hidden=16, num_rbf=8))), device="cpu")
+    monkeypatch.setattr(cli, "_predictor", lambda args: flinger)
+    out = tmp_path / "out.extxyz"
+    assert main(["relax", str(EXAMPLE), "--host", "MoS2", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    lines = [s for s in captured.out.splitlines() if s.startswith(f"{EXAMPLE}@")]
+    assert len(lines) == 2
+    for line in lines:
+        assert re.search(r"largest predicted move 1000\.\d{3} Å; prediction reverted to the "
+                         r"input positions; warning: .+", line), line
+    assert "2 with warnings (2 reverted)" in captured.out
+    assert re.search(r"^definet relax: warning: DefiNet prediction failed sanity checks",
+                     captured.err, re.M)
+    for f, a in zip(read(out, ":"), read(EXAMPLE, ":")):        # reverted exactly
+        np.testing.assert_allclose(f.positions, a.positions, atol=1e-6)
