@@ -10,11 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from ase_definet.data.defects import (canonical_key, generate_configs,
-                                      translation_table)
+from ase_definet.data.defects import apply_defects, generate_configs, translation_table
 from ase_definet.data.generate import SAMPLES, done_ids, generate, plan_jobs
 from ase_definet.data.hosts import HOSTS, build_host, host_spec
 from ase_definet.data.store import read_frames
+from ase_definet.data.symmetry import canonical_key, site_permutations
 from ase_definet.match import match_host
 
 from conftest import ROOT, cu_host_spec, store_samples
@@ -50,7 +50,7 @@ def test_generator_is_seeded_distinct_and_extensible():
     a = list(generate_configs(host, "low", 40, seed=3))
     b = list(generate_configs(host, "low", 40, seed=3))
     assert a == b
-    table = translation_table(host)
+    table = site_permutations(host)
     keys = [canonical_key(table, c.sites, c.defects) for c in a]
     assert len(set(keys)) == len(keys)
     assert all(1 <= len(c.sites) <= 3 for c in a)
@@ -67,11 +67,20 @@ def test_generator_is_seeded_distinct_and_extensible():
 
 def test_all_low_density_singles_are_found():
     host = build_host("MoS2", 3)
-    # 4 defect types on 3 distinct site orbits under translation: Mo, S-top, S-bottom
-    singles = list(generate_configs(host, "low", 6, seed=0, counts=(1,)))
-    assert len(singles) == 6
+    # 4 defect types on 2 site orbits of the space group (Mo; S, top and bottom
+    # mirror images), 3 orbits under translations alone (Mo, S-top, S-bottom)
+    singles = list(generate_configs(host, "low", 4, seed=0, counts=(1,)))
+    assert len(singles) == 4
     with pytest.raises(RuntimeError, match="distinct"):
-        list(generate_configs(host, "low", 7, seed=0, counts=(1,), max_tries=50))
+        list(generate_configs(host, "low", 5, seed=0, counts=(1,), max_tries=50))
+    legacy = list(generate_configs(host, "low", 6, seed=0, counts=(1,),
+                                   symmetry="translations"))
+    assert len(legacy) == 6
+    with pytest.raises(RuntimeError, match="distinct"):
+        list(generate_configs(host, "low", 7, seed=0, counts=(1,), max_tries=50,
+                              symmetry="translations"))
+    with pytest.raises(ValueError, match="symmetry must be"):
+        list(generate_configs(host, "low", 1, seed=0, symmetry="rotations"))
 
 
 def test_emt_generation_resume_and_manifest(emt_store, tmp_path):
@@ -183,3 +192,80 @@ def test_manifest_kept_current_during_a_run(tmp_path, monkeypatch):
              workers=0, progress=False, seed=5)
     assert seen == [3, 3]
     assert json.loads(manifest.read_text())["structures"] == 5
+
+
+# ------------------------------------------------------------ seed schemes
+def _site_sets(jobs, material):
+    return {j.id.split("_", 1)[1]: j.sites for j in jobs if j.material == material}
+
+
+def test_v2_streams_draw_other_sites_in_each_material():
+    """Legacy streams drew the same sites for MoS2 and WSe2 (issue #29); v2 does not."""
+    for density, count in (("low", 20), ("high", 4)):
+        legacy = plan_jobs(["MoS2", "WSe2"], density, count, 4, seed=2, seed_scheme="legacy")
+        v2 = plan_jobs(["MoS2", "WSe2"], density, count, 4, seed=2)
+        a, b = _site_sets(legacy, "MoS2"), _site_sets(legacy, "WSe2")
+        assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+        a, b = _site_sets(v2, "MoS2"), _site_sets(v2, "WSe2")
+        same = [k for k in a if a[k] == b[k]]
+        # only single defects can coincide (a 4x4 MoS2 has 48 sites)
+        assert all(len(a[k]) == 1 for k in same), same
+        assert len(same) <= 0.1 * len(a)
+        assert {j.seed_scheme for j in v2} == {"v2"}
+    with pytest.raises(ValueError, match="seed_scheme"):
+        plan_jobs(["MoS2"], "low", 1, 3, seed=0, seed_scheme="v3")
+
+
+def test_legacy_scheme_reproduces_the_shipped_store():
+    """The first increments of weights/data/chgnet-2dmd (its recipe.sh), frame by frame."""
+    from ase.io import read
+    path = ROOT / "weights" / "data" / "chgnet-2dmd" / SAMPLES
+    frames = read(path, index=":90", format="extxyz")
+    plans = {}
+    for mats, density, count, sc, seed in (
+            (["MoS2", "WSe2"], "low", 30, None, 2),
+            (["MoS2", "WSe2", "hBN", "GaSe", "InSe", "BP"], "high", 2, None, 1),
+            (["MoS2"], "high", 1, 12, 3)):
+        for scheme in ("legacy", "v2"):
+            for j in plan_jobs(mats, density, count, sc, seed, seed_scheme=scheme):
+                plans.setdefault(scheme, {})[j.id] = j
+    hosts = {}
+    checked = differ = 0
+    for f in frames:
+        job = plans["legacy"][f.info["id"]]
+        assert f.info["defects"] == ",".join(
+            f"V_{a}" if k == "vacancy" else f"{b}_{a}" for k, a, b in job.defects)
+        if job.host_key not in hosts:
+            hosts[job.host_key] = build_host(job.material, job.supercell)
+        ideal = apply_defects(hosts[job.host_key], job.sites, job.defects)
+        assert ideal.get_chemical_symbols() == f.get_chemical_symbols()
+        # the store's host was relaxed by the oracle first: within 0.1 Å of ideal
+        assert np.abs(ideal.positions - f.positions).max() < 0.1
+        checked += 1
+        differ += plans["v2"][f.info["id"]].sites != job.sites
+    assert checked == 90 and differ >= 85
+
+
+def test_a_store_resumes_under_the_scheme_it_was_made_with(tmp_path):
+    cu_host_spec()
+    kw = dict(calculator="emt", workers=0, progress=False, seed=1, supercell=(2, 2, 2))
+    s = generate(tmp_path, ["Cu-fcc"], "low", 2, seed_scheme="legacy", **kw)
+    assert s["seed_scheme"] == "legacy" and s["new"] == 2
+    # frames written before the scheme was recorded count as legacy
+    from ase_definet.data.store import append_frames
+    frames = read_frames(tmp_path / SAMPLES)
+    for f in frames:
+        del f.info["seed_scheme"]
+    (tmp_path / SAMPLES).unlink()
+    append_frames(tmp_path / SAMPLES, frames)
+    more = generate(tmp_path, ["Cu-fcc"], "low", 3, **kw)
+    assert more["seed_scheme"] == "legacy" and more["new"] == 1
+    legacy = plan_jobs(["Cu-fcc"], "low", 3, (2, 2, 2), 1, seed_scheme="legacy")
+    third = read_frames(tmp_path / SAMPLES)[-1]
+    assert third.info["id"] == legacy[2].id and third.info["seed_scheme"] == "legacy"
+    assert json.loads((tmp_path / "manifest.json").read_text())["seed_scheme"] == "legacy"
+    with pytest.raises(ValueError, match="made with seed scheme 'legacy', not 'v2'"):
+        generate(tmp_path, ["Cu-fcc"], "low", 4, seed_scheme="v2", **kw)
+    fresh = generate(tmp_path / "new", ["Cu-fcc"], "low", 1, **kw)
+    assert fresh["seed_scheme"] == "v2"
+    assert read_frames(tmp_path / "new" / SAMPLES)[0].info["seed_scheme"] == "v2"

@@ -163,18 +163,26 @@ def test_split_property_partition_and_no_leak(sizes, dup, seed):
 
 
 # ------------------------------------------------------------ existing splits
-def test_existing_splits_are_respected():
+def test_existing_splits_are_respected_within_the_strata():
     samples = population({("MoS2", "high"): 12})
-    for s in samples[:4]:
+    for s in samples[:2]:
         s.info["split"] = "test"
-    split = split_samples(samples, seed=0)
-    assert all(s in split["test"] for s in samples[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split = split_samples(samples, seed=0)
+    assert all(s in split["test"] for s in samples[:2])
     fresh = split_samples(samples, seed=0, respect_existing=False)
     assert len(fresh["test"]) == 1
+    # Four in test would leave 12 * 0.1 by more than one structure: two move, loudly.
+    for s in samples[:4]:
+        s.info["split"] = "test"
+    with pytest.warns(UserWarning, match="2 samples left their existing split"):
+        split = split_samples(samples, seed=0)
+    assert len(split["test"]) == 2 and all(s in samples[:4] for s in split["test"])
 
 
 def test_conflicting_existing_splits_go_to_the_later_split():
-    samples = population({("MoS2", "high"): 6})
+    samples = population({("MoS2", "high"): 20})
     copy = Sample(samples[0].atoms.copy(), samples[0].relaxed, samples[0].host,
                   {**samples[0].info, "id": "copy", "split": "test"})
     samples[0].info["split"] = "train"

@@ -2,9 +2,12 @@
 
 A configuration is a set of (host site index, defect) pairs, where a defect is
 ``("substitution", from, to)`` or ``("vacancy", element, None)``. Two
-configurations that differ only by a lattice translation of the supercell are
-the same configuration; :func:`canonical_key` maps both to one key so the
-generator never yields the same structure twice.
+configurations that differ by an operation of the host supercell's space group
+(a translation, rotation or mirror) are the same configuration;
+:func:`~ase_definet.data.symmetry.canonical_key` maps both to one key so the
+generator never yields the same configuration twice. Stores made before that
+rule rejected lattice translations only (``symmetry="translations"``), which
+is kept so those job lists stay reproducible.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from .hosts import HostSpec, host_spec
+from .symmetry import canonical_key, site_permutations
 
 Defect = tuple[str, str, "str | None"]
 
@@ -103,17 +107,6 @@ def translation_table(host: Atoms) -> np.ndarray:
     return lookup[moved[..., 0], moved[..., 1], moved[..., 2], bi[None, :]]
 
 
-def canonical_key(table: np.ndarray, sites, defects) -> tuple:
-    """A key shared by all lattice translations of one configuration."""
-    codes = {d: k for k, d in enumerate(sorted(set(defects), key=str))}
-    labels = np.array([codes[d] for d in defects])
-    moved = table[:, np.asarray(sites)]                      # (n_translations, k)
-    order = np.argsort(moved, axis=1, kind="stable")
-    keyed = np.stack([np.take_along_axis(moved, order, 1), labels[order]], axis=-1)
-    best = min(tuple(map(tuple, row)) for row in keyed)
-    return tuple(sorted(codes, key=codes.get)), best
-
-
 def _draw(spec: HostSpec, symbols: np.ndarray, n_defects: int,
           rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[Defect, ...]]:
     types = spec.defect_types
@@ -133,7 +126,8 @@ def _draw(spec: HostSpec, symbols: np.ndarray, n_defects: int,
 def generate_configs(host: Atoms, density: str, count: int, seed: int,
                      fractions: tuple[float, ...] = HIGH_DENSITY_FRACTIONS,
                      counts: tuple[int, ...] = LOW_DENSITY_COUNTS,
-                     max_tries: int = 1000) -> Iterator[DefectConfig]:
+                     max_tries: int = 1000, symmetry: str = "full"
+                     ) -> Iterator[DefectConfig]:
     """Yield distinct random defect configurations on ``host``.
 
     Parameters
@@ -147,18 +141,24 @@ def generate_configs(host: Atoms, density: str, count: int, seed: int,
         Low density: total number; high density: number per fraction.
     seed : int
         Seed of the random generator; the same arguments give the same list.
+    symmetry : {"full", "translations"}
+        Which images of a configuration count as the same: every operation of
+        the supercell's space group (spglib), or lattice translations only
+        (the rule of stores made before the full one; kept to reproduce them).
 
     Yields
     ------
     DefectConfig
-        In a fixed order; no two are lattice translations of each other.
+        In a fixed order; no two are images of each other under ``symmetry``.
     """
     if density not in ("low", "high"):
         raise ValueError(f"density must be 'low' or 'high', got {density!r}")
+    if symmetry not in ("full", "translations"):
+        raise ValueError(f"symmetry must be 'full' or 'translations', got {symmetry!r}")
     spec = host_spec(host.info["host"])
     supercell = tuple(int(v) for v in host.info["supercell"])
     symbols = np.array(host.get_chemical_symbols())
-    table = translation_table(host)
+    table = site_permutations(host) if symmetry == "full" else translation_table(host)
     rng = np.random.default_rng(seed)
     seen: set = set()
     plan = ([(f, max(1, round(f * len(host)))) for f in fractions] if density == "high"

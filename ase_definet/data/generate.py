@@ -7,8 +7,10 @@ Layout of an output folder::
     DIR/manifest.json    what exists: counts, oracle, protocol, versions
 
 The job list is a pure function of the arguments (materials, density, count,
-supercell, seed), and each job has a stable id, so rerunning the same command
-skips finished ids and resumes; raising ``count`` extends the same list.
+supercell, seed, seed scheme), and each job has a stable id, so rerunning the
+same command skips finished ids and resumes; raising ``count`` extends the same
+list. The seed scheme is recorded in every frame (``info["seed_scheme"]``) and
+in the manifest; a store resumes under the scheme it was made with.
 Worker processes relax structures in parallel; the parent is the only writer.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .hosts import build_host, host_spec
 from ..calculators import calculator_version, make_calculator
 from .oracle import FMAX, MAX_STEPS, OPTIMIZER, relax
 from .sample import unwrap_relaxed
+from .seeding import SEED_SCHEMES, frame_scheme, store_scheme, stream_base
 from .store import append_frames, read_frames
 from .worker import tune_worker
 
@@ -61,6 +64,7 @@ class Job:
     sites: tuple[int, ...]
     defects: tuple
     seed: int
+    seed_scheme: str = "v2"
 
 
 def host_key(material: str, supercell: tuple[int, ...]) -> str:
@@ -74,30 +78,42 @@ def _sc(supercell) -> str:
 
 
 def plan_jobs(materials: Iterable[str], density: str, count: int,
-              supercell: int | tuple[int, int] | None, seed: int) -> list[Job]:
+              supercell: int | tuple[int, int] | None, seed: int,
+              seed_scheme: str = "v2") -> list[Job]:
     """Deterministic job list, interleaved across materials and concentrations.
 
     Order: rank within a group, then concentration, then material, so a
     partial run covers every material first and every concentration next.
     Each concentration of each material draws from its own seeded stream, so a
     larger ``count`` extends the list without changing existing jobs.
+    ``seed_scheme`` is one of :data:`SEED_SCHEMES` (``"legacy"`` reproduces
+    stores made before ``"v2"``).
     """
+    if seed_scheme not in SEED_SCHEMES:
+        raise ValueError(f"seed_scheme must be one of {SEED_SCHEMES}, got {seed_scheme!r}")
+    legacy = seed_scheme == "legacy"
+    symmetry = "translations" if legacy else "full"
     groups: dict[tuple[int, int], list[Job]] = {}
     for m_idx, mat in enumerate(materials):
         spec = host_spec(mat)
         host = build_host(spec.name, spec.supercell if supercell is None else supercell)
         sc = tuple(host.info["supercell"])
         key = host_key(spec.name, sc)
+        base = stream_base(seed, spec.name, seed_scheme)
+        job = partial(_job, key, seed=seed, seed_scheme=seed_scheme)
         if density == "high":
             from .defects import HIGH_DENSITY_FRACTIONS
             for k, frac in enumerate(HIGH_DENSITY_FRACTIONS):
-                stream = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
-                cfgs = generate_configs(host, "high", count, stream, fractions=(frac,))
-                groups[(k, m_idx)] = [_job(key, c, f"c{round(frac * 1000):03d}", i, seed)
+                stream = int(np.random.SeedSequence(base + [k]).generate_state(1)[0])
+                cfgs = generate_configs(host, "high", count, stream, fractions=(frac,),
+                                        symmetry=symmetry)
+                groups[(k, m_idx)] = [job(c, f"c{round(frac * 1000):03d}", i)
                                       for i, c in enumerate(cfgs)]
         else:
-            cfgs = generate_configs(host, "low", count, seed)
-            groups[(0, m_idx)] = [_job(key, c, "n", i, seed) for i, c in enumerate(cfgs)]
+            stream = seed if legacy else int(
+                np.random.SeedSequence(base).generate_state(1)[0])
+            cfgs = generate_configs(host, "low", count, stream, symmetry=symmetry)
+            groups[(0, m_idx)] = [job(c, "n", i) for i, c in enumerate(cfgs)]
     ordered = [groups[k] for k in sorted(groups)]
     jobs = []
     for rank in range(max((len(g) for g in ordered), default=0)):
@@ -105,9 +121,11 @@ def plan_jobs(materials: Iterable[str], density: str, count: int,
     return jobs
 
 
-def _job(key: str, cfg: DefectConfig, tag: str, i: int, seed: int) -> Job:
+def _job(key: str, cfg: DefectConfig, tag: str, i: int, seed: int,
+         seed_scheme: str) -> Job:
     return Job(f"{key}-{cfg.density}-{tag}-{i:05d}", key, cfg.host, cfg.supercell,
-               cfg.density, float(cfg.fraction), cfg.sites, cfg.defects, seed)
+               cfg.density, float(cfg.fraction), cfg.sites, cfg.defects, seed,
+               seed_scheme)
 
 
 # ---------------------------------------------------------------- workers
@@ -151,6 +169,7 @@ def _record(job: Job, out: dict, calculator: str, version: str) -> Atoms:
         "fmax_final": out["fmax_final"], "fmax_target": out["fmax_target"],
         "max_steps": out["max_steps"], "wall_time": round(out["wall_time"], 3),
         "calculator": calculator, "calculator_version": version, "seed": job.seed,
+        "seed_scheme": job.seed_scheme,
     }
     return atoms
 
@@ -197,7 +216,7 @@ def generate(out: str | Path, materials: Iterable[str], density: str, count: int
              supercell: int | tuple[int, int] | None = None, calculator: str = "chgnet",
              workers: int = 1, threads: int = 1, seed: int = 0, fmax: float = FMAX,
              steps: int = MAX_STEPS, progress: bool = True,
-             limit: int | None = None) -> dict:
+             limit: int | None = None, seed_scheme: str | None = None) -> dict:
     """Generate (or resume) a data set; returns the run summary.
 
     Parameters
@@ -219,12 +238,17 @@ def generate(out: str | Path, materials: Iterable[str], density: str, count: int
         Torch threads per worker.
     limit : int, optional
         Stop after this many new structures (time-boxed increments).
+    seed_scheme : {"v2", "legacy"}, optional
+        Default: the scheme the store was made with, ``"v2"`` for a new one.
+        ``"legacy"`` remakes a store planned before ``"v2"`` from scratch.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     materials = [host_spec(m).name for m in materials]
-    jobs = plan_jobs(materials, density, count, supercell, seed)
-    finished = done_ids(out)
+    frames = read_frames(out / SAMPLES, repair=True)
+    scheme = store_scheme(frames, seed_scheme, out)
+    jobs = plan_jobs(materials, density, count, supercell, seed, scheme)
+    finished = {a.info["id"] for a in frames}
     todo = [j for j in jobs if j.id not in finished]
     if limit is not None:
         todo = todo[:limit]
@@ -236,8 +260,8 @@ def generate(out: str | Path, materials: Iterable[str], density: str, count: int
                                              threads=max(1, threads), fmax=fmax,
                                              steps=steps)
     tasks = [(j, hosts[j.host_key], fmax, steps) for j in todo]
-    summary = {"planned": len(jobs), "already_done": len(jobs) - len([
-        j for j in jobs if j.id not in finished])}
+    summary = {"planned": len(jobs), "seed_scheme": scheme,
+               "already_done": len(jobs) - len([j for j in jobs if j.id not in finished])}
     summary.update(run_jobs(out, tasks, _relax_job,
                             partial(_record, calculator=calculator, version=version),
                             calculator, workers, threads, f"relax {density}", progress))
@@ -325,6 +349,7 @@ def write_manifest(out: str | Path, extra: dict | None = None) -> dict:
         g["median_steps"] = float(np.median(s))
         g["wall_time"] = round(g["wall_time"], 1)
     calcs = sorted({a.info["calculator_version"] for a in frames})
+    schemes = Counter(frame_scheme(a.info) for a in frames)
     # frames written before fmax_target/max_steps were recorded used the defaults
     fmaxes = sorted({float(a.info.get("fmax_target", FMAX)) for a in frames}) or [FMAX]
     caps = sorted({int(a.info.get("max_steps", MAX_STEPS)) for a in frames}) or [MAX_STEPS]
@@ -343,6 +368,8 @@ def write_manifest(out: str | Path, extra: dict | None = None) -> dict:
                    "fmax": fmaxes[0] if len(fmaxes) == 1 else fmaxes,
                    "max_steps": caps[0] if len(caps) == 1 else caps, "cell": "fixed",
                    "host": "pre-relaxed by the same oracle, positions only"},
+        "seed_scheme": (dict(sorted(schemes.items())) if len(schemes) > 1
+                        else next(iter(schemes), None)),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         **(extra or {}),
     }

@@ -1,11 +1,12 @@
 """Train/val/test splits: stratified, seeded, leak-free.
 
-Samples are split per stratum (:attr:`Sample.group`, ``material/density``), so
-each material and density keeps the same proportions (2DMD: 8:1:1). Samples
-that hold the same configuration — the same id, or the same species at the
-same positions (to ``tol`` Å, modulo lattice vectors on periodic axes, in any
-atom order) — are kept together in one split, so no configuration is trained
-on and tested on.
+Samples are split per stratum (material, density, supercell, concentration:
+:func:`~.twins.stratum`), so each keeps the same proportions (2DMD: 8:1:1).
+Samples that hold the same configuration — the same id, the same species at
+the same positions (to ``tol`` Å, modulo lattice vectors on periodic axes, in
+any atom order), an image under a symmetry operation of the host, or the same
+site pattern in another material (:mod:`.twins`) — are kept together in one
+split, so no configuration is trained on and tested on.
 
 Split files are JSON::
 
@@ -18,7 +19,6 @@ import dataclasses
 import json
 import os
 import warnings
-import zlib
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -26,9 +26,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..errors import DataFormatError
+from .assign import SPLITS, assign
 from .sample import Sample, minimum_image
+from .twins import classes, relations, site_pattern, stratum
 
-SPLITS = ("train", "val", "test")
 #: Default tolerance (Å) under which two configurations are the same.
 SAME_TOLERANCE = 1e-6
 
@@ -159,52 +160,36 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return f
 
 
-def _quotas(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
-    """(n_val, n_test) for a stratum of ``n`` samples.
+def twin_classes(samples: Sequence[Sample], tol: float = SAME_TOLERANCE
+                 ) -> tuple[list[list[int]], list[str], dict[str, list[list[int]]]]:
+    """Classes (samples that must share a split), strata and relation groups.
 
-    With three or more samples, val and test get at least one each (when their
-    fraction is non-zero), and train keeps at least one.
+    Returns
+    -------
+    classes : list of list of int
+        Every index once (:func:`~.twins.classes`).
+    strata : list of str
+        :func:`~.twins.stratum` of every sample.
+    groups : dict
+        The groups of every relation (:func:`~.twins.relations`).
     """
-    _, fv, ft = fractions
-    n_val, n_test = round(n * fv), round(n * ft)
-    if n >= 3:
-        n_val = max(n_val, int(fv > 0))
-        n_test = max(n_test, int(ft > 0))
-        while n_val + n_test > n - int(fractions[0] > 0):
-            if n_val >= n_test and n_val > int(fv > 0):
-                n_val -= 1
-            elif n_test > int(ft > 0):
-                n_test -= 1
-            else:
-                break
-    return n_val, n_test
-
-
-def _cluster_key(samples: Sequence[Sample], cluster: list[int]) -> tuple:
-    # Sort by ids so the split depends on the set of samples, not their order.
-    return tuple(sorted(str(samples[i].info.get("id", f"#{i:09d}")) for i in cluster))
-
-
-def _resolve_existing(samples: Sequence[Sample], clusters: list[list[int]]
-                      ) -> dict[int, str]:
-    """Cluster index -> split from ``info['split']``; conflicts go to the later split."""
-    out, conflicts = {}, 0
-    for c, members in enumerate(clusters):
-        given = {samples[i].info.get("split") for i in members} & set(SPLITS)
-        if given:
-            out[c] = max(given, key=SPLITS.index)
-            conflicts += len(given) > 1
-    if conflicts:
-        warnings.warn(f"{conflicts} configurations carry different existing splits; "
-                      "each was kept in its latest one (test over val over train)",
-                      stacklevel=3)
-    return out
+    patterns = [site_pattern(s) for s in samples]
+    groups = relations(samples, duplicate_clusters(samples, tol), patterns)
+    return (classes(len(samples), groups),
+            [stratum(s, p) for s, p in zip(samples, patterns)], groups)
 
 
 def split_samples(samples: Sequence[Sample], fractions: Sequence[float] = (0.8, 0.1, 0.1),
                   seed: int = 0, respect_existing: bool = True,
                   tol: float = SAME_TOLERANCE) -> Split:
-    """Split samples into train/val/test, stratified by material and density.
+    """Split samples into train/val/test, stratified by material, density and concentration.
+
+    Twins never sit in two splits: exact duplicates, configurations related by
+    a symmetry operation of the host, and equal site patterns across materials
+    (:mod:`.twins`) form one class, and classes are assigned whole
+    (:func:`~.assign.assign`). Strata are :func:`~.twins.stratum`
+    (``MoS2/high/8x8/c050``, ``MoS2/low/8x8/n2``); each split of each stratum
+    is within one structure of its fraction where the classes allow it.
 
     Parameters
     ----------
@@ -212,12 +197,12 @@ def split_samples(samples: Sequence[Sample], fractions: Sequence[float] = (0.8, 
     fractions : (float, float, float)
         Train, val, test fractions (sum 1).
     seed : int
-        Each stratum is shuffled by its own generator seeded from ``seed`` and
-        the stratum name, so adding a material leaves the others' splits alone.
+        Seeds each class's random draw (with the class's ids), so adding a
+        material leaves the others' splits alone.
     respect_existing : bool
         Keep ``info["split"]`` where a sample carries one (2DMD csv files, or
-        a data set grown since its last split); those samples count towards
-        the quotas and the others fill what is left of them.
+        a data set grown since its last split) as far as the twins and the
+        strata allow: as few samples as possible move, with a warning.
     tol : float
         Å within which two structures count as the same configuration.
 
@@ -225,42 +210,31 @@ def split_samples(samples: Sequence[Sample], fractions: Sequence[float] = (0.8, 
     -------
     Split
         Dict of lists of samples (input order within each list), with ``seed``
-        and ``fractions`` attributes. Every stratum of three or more
-        configurations gets at least one val and one test sample.
+        and ``fractions`` attributes. Every stratum of three or more samples
+        gets a val and a test sample where its classes allow.
     """
     fractions = _check_fractions(fractions)
     samples = list(samples)
-    clusters = duplicate_clusters(samples, tol)
-    where = _resolve_existing(samples, clusters) if respect_existing else {}
-    strata: dict[str, list[int]] = {}
-    # Samples that keep an existing split count towards their stratum's quotas,
-    # so a grown data set keeps its old assignments and stays near the fractions.
-    size: dict[str, int] = {}
-    filled_by: dict[str, dict[str, int]] = {}
-    for c, members in enumerate(clusters):
-        group = samples[members[0]].group
-        size[group] = size.get(group, 0) + len(members)
-        if c not in where:
-            strata.setdefault(group, []).append(c)
-        elif where[c] != "train":
-            f = filled_by.setdefault(group, {"test": 0, "val": 0})
-            f[where[c]] += len(members)
-    for group, cs in sorted(strata.items()):
-        rng = np.random.default_rng([seed, zlib.crc32(group.encode())])
-        cs = sorted(cs, key=lambda c: _cluster_key(samples, clusters[c]))
-        order = [cs[k] for k in rng.permutation(len(cs))]
-        n_val, n_test = _quotas(size[group], fractions)
-        filled = dict(filled_by.get(group, {"test": 0, "val": 0}))
-        for c in order:
-            name = ("test" if filled["test"] < n_test else
-                    "val" if filled["val"] < n_val else "train")
-            where[c] = name
-            if name != "train":
-                filled[name] += len(clusters[c])
-    parts: dict[str, list[int]] = {name: [] for name in SPLITS}
-    for c, members in enumerate(clusters):
-        parts[where[c]] += members
-    return Split({k: [samples[i] for i in sorted(v)] for k, v in parts.items()},
+    cls, strata, _ = twin_classes(samples, tol)
+    existing = [s.info.get("split") if respect_existing and s.info.get("split") in SPLITS
+                else None for s in samples]
+    conflicts = sum(len({existing[i] for i in c} - {None}) > 1 for c in cls)
+    if conflicts:
+        warnings.warn(f"{conflicts} configurations carry different existing splits; "
+                      "each class was placed as a whole", stacklevel=2)
+    # Sort by ids so the split depends on the set of samples, not their order.
+    keys = ["\n".join(sorted(str(samples[i].info.get("id", f"#{i:09d}")) for i in c))
+            for c in cls]
+    where = [""] * len(samples)
+    for c, name in zip(cls, assign(cls, strata, existing, fractions, seed, keys)):
+        for i in c:
+            where[i] = name
+    moved = sum(e is not None and e != w for e, w in zip(existing, where))
+    if moved > conflicts:
+        warnings.warn(f"{moved} samples left their existing split, to keep twins "
+                      "together and each stratum within one structure of its fractions",
+                      stacklevel=2)
+    return Split({k: [s for s, w in zip(samples, where) if w == k] for k in SPLITS},
                  seed=seed, fractions=fractions)
 
 
