@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -39,14 +40,26 @@ def weights_dirs() -> list[Path]:
 
 
 def registry() -> dict[str, dict]:
-    """Name → entry (``file``, ``sha256``, ``card``, ``default``) of shipped models."""
+    """Name → entry (``file``, ``sha256``, ``card``, ``default``) of shipped models.
+
+    Each registry file is parsed once per version on disk (a loop of fresh
+    relaxers asks for it every time); treat the returned cards as read-only.
+    """
     out: dict[str, dict] = {}
     for d in weights_dirs():
         reg = d / REGISTRY
-        if reg.is_file():
-            for name, entry in json.loads(reg.read_text())["models"].items():
-                out.setdefault(name, dict(entry, path=str(d / entry["file"])))
+        try:
+            st = reg.stat()
+        except OSError:
+            continue
+        for name, entry in _parsed_registry(str(reg), st.st_mtime_ns, st.st_size).items():
+            out.setdefault(name, dict(entry, path=str(d / entry["file"])))
     return out
+
+
+@lru_cache(maxsize=8)
+def _parsed_registry(path: str, mtime_ns: int, size: int) -> dict:
+    return json.loads(Path(path).read_text())["models"]
 
 
 def default_model_name() -> str:
