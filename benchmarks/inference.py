@@ -10,6 +10,15 @@ the paper configuration with its deviation from fp32; and, in the same run,
 the CHGNet + FIRE (fmax 0.01 eV/Å) relaxation of the 192-atom structure.
 Each configuration is measured in a fresh subprocess so that peak memory
 (max RSS, or CUDA peak allocation) belongs to it alone. Medians after warm-up.
+These subprocesses opt in to ``keep_freed_memory`` (as the ``definet`` command does).
+
+The loop table is the pattern of a user script: ``DefiNetRelaxer(atoms,
+host=...).run()`` with a fresh relaxer per structure (the model comes from the
+process-wide cache after the first call) beside one reused ``Predictor``,
+interleaved call by call so that load on the machine hits both alike; once with
+glibc's default malloc (what a library user gets: ``Predictor`` no longer tunes
+it) and once after ``keep_freed_memory()``. Ratios are against the reused
+Predictor of the same subprocess, and the CHGNet + FIRE line against it too.
 """
 from __future__ import annotations
 
@@ -53,7 +62,9 @@ def measure(config: str, device: str, repeats: int, dtype: str = "fp32") -> dict
     import torch
     from ase_definet import DefiNet
     from ase_definet.inference import Predictor
+    from ase_definet.process import keep_freed_memory
     from ase_definet.relax import DefiNetRelaxer
+    keep_freed_memory()
     torch.manual_seed(0)
     try:
         from ase_definet.weights import load_model
@@ -115,10 +126,55 @@ def measure(config: str, device: str, repeats: int, dtype: str = "fp32") -> dict
     return out
 
 
+def _loop_model():
+    """The shipped default (name ``None``), or a checkpoint of an untrained default
+    network when none is installed: fresh relaxers need a name or path to cache."""
+    from ase_definet.errors import NoWeightsError
+    from ase_definet.weights import default_model_name
+    try:
+        default_model_name()
+        return None, "shipped default"
+    except NoWeightsError:
+        import tempfile
+        from ase_definet import DefiNet
+        from ase_definet.weights import save_checkpoint
+        path = tempfile.mkdtemp() + "/default.pt"
+        save_checkpoint(path, DefiNet("default"))
+        return path, "untrained default (no shipped weights)"
+
+
+def measure_loop(device: str, repeats: int, heap: bool) -> dict:
+    """Fresh DefiNetRelaxer per call vs one reused Predictor, interleaved (subprocess)."""
+    from ase_definet.process import keep_freed_memory
+    accepted = keep_freed_memory() if heap else False
+    from ase_definet.inference import Predictor
+    from ase_definet.relax import DefiNetRelaxer
+    model, label = _loop_model()
+    atoms0, host = structure(8)
+    t0 = time.perf_counter()
+    DefiNetRelaxer(atoms0.copy(), host=host, model=model, device=device, logfile=None).run()
+    first = time.perf_counter() - t0                  # includes the one model load
+    pred = Predictor(model, device=device)
+    times = {"fresh": [], "reused": []}
+    for k in range(repeats + 3):
+        for kind in ("fresh", "reused"):
+            atoms = atoms0.copy()
+            _sync(device)
+            t0 = time.perf_counter()
+            DefiNetRelaxer(atoms, host=host, model=model if kind == "fresh" else pred,
+                           device=device, logfile=None).run()
+            _sync(device)
+            if k >= 3:
+                times[kind].append(time.perf_counter() - t0)
+    return {"model": label, "heap": bool(accepted), "first": first,
+            **{k: statistics.median(v) for k, v in times.items()}}
+
+
 def measure_chgnet(threads: int) -> dict:
     import torch
     torch.set_num_threads(threads)
-    from ase_definet.data.oracle import make_calculator, relax
+    from ase_definet.calculators import make_calculator
+    from ase_definet.data.oracle import relax
     atoms, _ = structure(8)
     calc = make_calculator("chgnet")
     res = relax(atoms, calc, fmax=0.01, steps=1000)
@@ -147,17 +203,40 @@ def main() -> None:
     if args.one == "chgnet":
         print(json.dumps(measure_chgnet(args.threads)))
         return
+    if args.one in ("loop", "loop-heap"):
+        print(json.dumps(measure_loop(args.device, args.repeats, args.one == "loop-heap")))
+        return
     if args.one:
         print(json.dumps(measure(args.one, args.device, args.repeats, args.dtype)))
         return
     common = ["--device", args.device, "--repeats", str(args.repeats),
               "--threads", str(args.threads)]
-    runs = [_sub(["--one", c, *common]) for c in args.configs.split(",")]
+    loops = [_sub(["--one", k, *common]) for k in ("loop", "loop-heap")]
+    runs = [_sub(["--one", c, *common]) for c in args.configs.split(",") if c]
     if "paper" in args.configs:
         runs.append(_sub(["--one", "paper", "--dtype", "bf16", *common]))
     chg = None if args.no_chgnet else _sub(["--one", "chgnet", "--threads", str(args.threads)])
     print(f"\nMachine: {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {args.threads} threads, device {args.device}\n")
+    print(f"Loop of one 192-atom MoS2 structure, {loops[0]['model']}:\n")
+    print("| pattern | malloc | first call ms | ms per call | vs reused Predictor |")
+    print("|---|---|---|---|---|")
+    for lp in loops:
+        heap = "keep_freed_memory" if lp["heap"] else "glibc default"
+        print(f"| reused Predictor | {heap} | | {1e3 * lp['reused']:.1f} | 1.00× |")
+        print(f"| fresh DefiNetRelaxer(atoms, host) | {heap} | {1e3 * lp['first']:.0f} | "
+              f"{1e3 * lp['fresh']:.1f} | {lp['fresh'] / lp['reused']:.2f}× |")
+    base = loops[0]["reused"]
+    print(f"\nmalloc: reused Predictor {1e3 * base:.1f} ms with glibc's default, "
+          f"{1e3 * loops[1]['reused']:.1f} ms after keep_freed_memory "
+          f"({loops[1]['reused'] / base:.2f}×)")
+    if chg:
+        print(f"CHGNet 0.3.0 + FIRE (fmax 0.01), same structure: {chg['time']:.1f} s, "
+              f"{chg['steps']} steps = {chg['time'] / base:.0f}× the reused Predictor, "
+              f"{chg['time'] / loops[0]['fresh']:.0f}× a fresh relaxer (glibc default)")
+    if not runs:
+        return
+    print()
     print("| config | dtype | atoms | end-to-end ms | match ms | graph ms | network ms |"
           " vs 192 atoms |")
     print("|---|---|---|---|---|---|---|---|")

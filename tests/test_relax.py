@@ -162,3 +162,52 @@ def test_cuda_requested_without_cuda(net):
 def test_missing_checkpoint_is_clear(tmp_path):
     with pytest.raises(NoWeightsError, match="neither a shipped model"):
         Predictor(str(tmp_path / "nope.pt"))
+
+
+def test_fresh_relaxers_share_one_cached_model(tmp_path, monkeypatch):
+    """A loop of DefiNetRelaxer(atoms, host, model=path) reads the checkpoint once:
+    the same module object, frozen, and no second read until the file changes or
+    the cache is cleared."""
+    import os
+
+    from ase_definet import weights
+    from ase_definet.model_cache import clear_model_cache
+    path = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    weights.save_checkpoint(path, DefiNet(DefiNetConfig(hidden=16, num_rbf=8, cutoff=4.0)))
+    reads = []
+    real = weights.read_checkpoint
+    monkeypatch.setattr(weights, "read_checkpoint",
+                        lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    clear_model_cache()
+    relaxers = []
+    for _ in range(3):
+        atoms, host = cu_defect()
+        relaxers.append(DefiNetRelaxer(atoms, host=host, model=str(path), logfile=None))
+        relaxers[-1].run()
+    models = {id(r.predictor.model) for r in relaxers}
+    assert len(reads) == 1 and len(models) == 1
+    net = relaxers[0].predictor.model
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    assert np.array_equal(relaxers[0].atoms.positions, relaxers[2].atoms.positions)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))    # the file changed
+    assert Predictor(str(path), device="cpu").model is not net and len(reads) == 2
+    assert clear_model_cache() == 1                                 # the old entry went
+    Predictor(str(path), device="cpu")
+    assert len(reads) == 3
+
+
+def test_threads_apply_to_the_run_and_are_restored(net, monkeypatch):
+    atoms, host = cu_defect()
+    atoms.calc = EMT()
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    seen = []
+    r = DefiNetRelaxer(atoms, host=host, model=net, logfile=None, threads=want)
+    r.attach(lambda: seen.append(torch.get_num_threads()))
+    assert r.run(fmax=0.05, steps=200)
+    assert seen and set(seen) == {want}          # prediction and every residual step
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        DefiNetRelaxer(atoms, host=host, model=net, threads=0)
