@@ -1,6 +1,7 @@
 """The ``definet`` command line: parse arguments, call the library, print.
 
-Subcommands: relax, generate, tighten, train, evaluate, residual, plot, models.
+Subcommands: relax, generate, tighten, train, evaluate, residual, plot, audit-split,
+models.
 No logic lives here beyond argument handling and printing.
 """
 from __future__ import annotations
@@ -79,8 +80,15 @@ def _cmd_generate(args) -> int:
                        supercell=args.supercell, calculator=args.calculator,
                        workers=args.workers, threads=args.threads, seed=args.seed,
                        fmax=args.fmax, steps=args.steps, progress=not args.quiet,
-                       limit=args.limit)
+                       limit=args.limit, seed_scheme=args.seed_scheme)
     print(json.dumps(summary))
+    return 0
+
+
+def _cmd_audit_split(args) -> int:
+    from .data.audit import run_audit
+    _, text = run_audit(args.data, args.split_file, args.json)
+    print(text)
     return 0
 
 
@@ -154,16 +162,18 @@ def _cmd_relax(args) -> int:
     from .relax_io import (INFO_FORMATS, InputFrames, failed_where, format_record,
                            format_total, not_converged, output_format, structure_record,
                            write_sidecar)
+    from .match import load_host
     fmt = output_format(args.output, args.format)     # refuse a bad -o before any work
     inputs = InputFrames(args.inputs)
     inputs.check()
+    host = load_host(args.host)                       # a bad --host is the host's fault
     predictor = _predictor(args)
     writer = FrameWriter(args.output, fmt)
     records: list[dict] = []
     try:
         # leave=False: the bar clears itself, before an error message or the total line
         with tqdm(desc="relax", unit="struct", disable=args.quiet, leave=False) as bar:
-            for frames in relax_many(inputs, args.host, predictor,
+            for frames in relax_many(inputs, host, predictor,
                                      batch_size=args.batch_size, calculator=args.calculator,
                                      fmax=args.fmax, steps=args.steps):
                 writer.write(frames)
@@ -311,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="oracle step cap; runs that hit it are kept out of training")
     g.add_argument("--limit", type=int, default=None,
                    help="stop after this many new structures")
+    g.add_argument("--seed-scheme", choices=("v2", "legacy"), default=None,
+                   help="seed streams: v2 (material in every stream, full-symmetry "
+                        "duplicates) or legacy (stores made before); default: the "
+                        "store's own, v2 for a new store")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--out", required=True, help="output folder (resumes if it exists)")
     g.set_defaults(func=_cmd_generate)
@@ -466,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default="plots", help="output folder")
     pl.add_argument("--quiet", action="store_true", help="no progress bar")
     pl.set_defaults(func=_cmd_plot)
+
+    a = sub.add_parser("audit-split", help="count twins that sit in different splits "
+                       "(symmetry, cross-material, exact duplicates) and each stratum")
+    a.add_argument("data", help="data set (generator store, 2DMD folder, ...)")
+    a.add_argument("--split-file", required=True, help="split JSON to audit")
+    a.add_argument("--json", default=None, metavar="OUT", help="also write the counts here")
+    a.set_defaults(func=_cmd_audit_split)
 
     m = sub.add_parser("models", help="list shipped models and their cards")
     m.add_argument("-v", "--verbose", action="store_true",

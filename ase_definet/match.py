@@ -114,27 +114,46 @@ def check_finite(atoms: Atoms, what: str = "structure") -> None:
 
 def resolve_host(host: Atoms | str, atoms: Atoms) -> Atoms:
     """Turn a host argument (Atoms, file path or built-in name) into ``Atoms``."""
+    host = load_host(host)
+    if isinstance(host, Atoms):
+        return host
+    from .data.hosts import unit_cell
+    uc = unit_cell(host)
+    # Built-in hosts take the defect cell's c vector: only the in-plane
+    # lattice must tile; the layer height is found by registration.
+    uc.set_cell(np.vstack([uc.cell[:2], atoms.cell[2]]), scale_atoms=False)
+    uc.pbc = atoms.pbc
+    return uc
+
+
+def load_host(host: Atoms | str) -> Atoms | str:
+    """Read a host given as a file; keep ``Atoms`` and built-in names as they are.
+
+    Call it once before matching many structures, so a bad ``--host`` is
+    reported once, as the host's fault, and the file is read once.
+
+    Raises
+    ------
+    DataFormatError
+        The file exists but ASE cannot read it.
+    UnknownHostError
+        Neither a file nor a built-in host name.
+    """
     if isinstance(host, Atoms):
         return host
     from pathlib import Path
-    from .data.hosts import ALIASES, HOSTS, unit_cell
     name = str(host)
-    if name in HOSTS or name in ALIASES:
-        uc = unit_cell(name)
-        # Built-in hosts take the defect cell's c vector: only the in-plane
-        # lattice must tile; the layer height is found by registration.
-        uc.set_cell(np.vstack([uc.cell[:2], atoms.cell[2]]), scale_atoms=False)
-        uc.pbc = atoms.pbc
-        return uc
-    path = Path(name)
-    if path.exists():
+    if _is_builtin(name):
+        return name
+    if Path(name).exists():
         from ase.io import read
         try:
-            return read(path)
+            return read(name)
         except Exception as err:   # ASE readers raise anything on a garbage file
             from .errors import DataFormatError
             raise DataFormatError(f"cannot read host file {name}: "
                                   f"{type(err).__name__}: {err}") from err
+    from .data.hosts import HOSTS
     from .errors import UnknownHostError
     raise UnknownHostError(
         f"host {name!r} is neither a file nor a built-in host "

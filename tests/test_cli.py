@@ -182,6 +182,17 @@ def test_progress_bar_is_cleared_before_the_error(tmp_path, ckpt):
     assert len(shown) == 1 and shown[0].startswith(f"definet relax: error: cannot read {bad}")
 
 
+def test_garbage_host_file_is_the_hosts_fault(tmp_path, ckpt, capsys):
+    bad = tmp_path / "pristine.vasp"
+    bad.write_text("garbage\n1.0\nnot a cell\n")
+    assert _relax([EXAMPLE], bad, ckpt, tmp_path / "o.extxyz", "--quiet") == 2
+    assert _one_error_line(capsys.readouterr().err).startswith(
+        f"definet relax: error: cannot read host file {bad}: ")
+    assert _relax([EXAMPLE], "NoSuchHost", ckpt, tmp_path / "o.extxyz", "--quiet") == 2
+    assert _one_error_line(capsys.readouterr().err).startswith(
+        "definet relax: error: host 'NoSuchHost' is neither a file nor a built-in host")
+
+
 def test_non_structure_input_is_exit_2(tmp_path, ckpt, capsys):
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"summary": "not a structure"}))

@@ -73,3 +73,17 @@ def test_garbage_host_file_names_the_file(tmp_path):
     bad.write_text("garbage\n1.0\nnot a cell\n")
     with pytest.raises(DataFormatError, match=r"cannot read host file .*POSCAR"):
         match_host(_mx2_vacancy(), str(bad))
+
+
+def test_load_host_reads_files_once_and_keeps_names(tmp_path):
+    from ase.io import write
+
+    from ase_definet.errors import UnknownHostError
+    from ase_definet.match import load_host
+    write(tmp_path / "pristine.vasp", mx2("MoS2", a=3.18, vacuum=10.0), format="vasp")
+    host = load_host(str(tmp_path / "pristine.vasp"))
+    assert len(host) == 3 and abs(host.cell.lengths()[0] - 3.18) < 1e-9
+    assert load_host("MoS2") == "MoS2" and load_host(host) is host
+    with pytest.raises(UnknownHostError, match=r"host 'NoSuch' is neither a file nor a "
+                                               r"built-in host \(MoS2, "):
+        load_host("NoSuch")
