@@ -159,35 +159,42 @@ def _cmd_relax(args) -> int:
     from tqdm.auto import tqdm
     from .batch import FrameWriter, relax_many
     from .errors import DefiNetInputError, InputFileError
-    from .relax_io import (INFO_FORMATS, InputFrames, failed_where, format_record,
-                           format_total, not_converged, output_format, structure_record,
-                           write_sidecar)
     from .match import load_host
+    from .relax_io import InputFrames, failed_where, format_record, output_format, \
+        structure_record
     fmt = output_format(args.output, args.format)     # refuse a bad -o before any work
     inputs = InputFrames(args.inputs)
     inputs.check()
     host = load_host(args.host)                       # a bad --host is the host's fault
     predictor = _predictor(args)
-    writer = FrameWriter(args.output, fmt)
-    records: list[dict] = []
+    writer, records = None, []
     try:
         # leave=False: the bar clears itself, before an error message or the total line
         with tqdm(desc="relax", unit="struct", disable=args.quiet, leave=False) as bar:
             for frames in relax_many(inputs, host, predictor,
                                      batch_size=args.batch_size, calculator=args.calculator,
                                      fmax=args.fmax, steps=args.steps):
+                # opened at the first result: a run that fails first writes nothing
+                writer = writer or FrameWriter(args.output, fmt)
                 writer.write(frames)
                 for atoms in frames:
                     records.append(structure_record(atoms, inputs.sources[len(records)]))
                     if not args.quiet:
                         bar.write(format_record(records[-1]))     # above the bar
                 bar.update(len(frames))
-    except InputFileError:
-        raise                                   # names its file already
-    except DefiNetInputError as err:
-        # the frames read but not yet recorded are the batch that failed
-        err.args = (f"{failed_where(inputs.sources[len(records):])}: {err}",)
+    except BaseException as err:
+        if writer is not None:        # an error or Ctrl-C later on: keep what finished
+            _finish_relax(args, fmt, writer, records)
+        if isinstance(err, DefiNetInputError) and not isinstance(err, InputFileError):
+            # the frames read but not yet recorded are the batch that failed
+            err.args = (f"{failed_where(inputs.sources[len(records):])}: {err}",)
         raise
+    return _finish_relax(args, fmt, writer, records)
+
+
+def _finish_relax(args, fmt: str, writer, records: list[dict]) -> int:
+    """Close the outputs, write the sidecar, print the total; the exit status."""
+    from .relax_io import INFO_FORMATS, format_total, not_converged, write_sidecar
     paths = writer.close()
     if fmt not in INFO_FORMATS:
         paths.append(write_sidecar(args.output, records, paths))
@@ -429,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     t.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels (reproducible on GPU, slower)")
-    t.add_argument("--amp", action="store_true", help="bf16 mixed precision (CUDA only; ignored on CPU)")
+    t.add_argument("--amp", action="store_true",
+                   help="bf16 mixed precision (CUDA only; ignored on CPU)")
     t.add_argument("--restart", action="store_true", help="ignore OUT/last.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)

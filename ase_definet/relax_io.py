@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from ase import Atoms
 from ase.io.formats import UnknownFileTypeError, filetype, ioformats

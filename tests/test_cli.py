@@ -248,6 +248,27 @@ def test_strained_builtin_host_error_suggests_own_cell(tmp_path, ckpt, capsys):
     assert "1 vacancy, 0 substitutions" in capsys.readouterr().out
 
 
+def test_failure_writes_nothing_first_and_keeps_what_finished(tmp_path, ckpt, capsys):
+    atoms = mx2("MoS2", a=3.18, vacuum=10.0).repeat((8, 8, 1))
+    del atoms[0]
+    write(tmp_path / "strained.vasp", atoms, format="vasp")
+    # fails on its first structure: no output file at all
+    assert _relax([tmp_path / "strained.vasp"], "MoS2", ckpt, tmp_path / "out.traj",
+                  "--quiet") == 2
+    assert not (tmp_path / "out.traj").exists()
+    # fails on the third: the two before are written, with their record
+    capsys.readouterr()
+    assert _relax([EXAMPLE, tmp_path / "strained.vasp"], "MoS2", ckpt, tmp_path / "POSCAR",
+                  "--quiet", "--batch-size", "1") == 2
+    captured = capsys.readouterr()
+    assert _one_error_line(captured.err).startswith(
+        f"definet relax: error: {tmp_path / 'strained.vasp'}: ")
+    rows = json.loads((tmp_path / "POSCAR.definet.json").read_text())["structures"]
+    assert [r["source"] for r in rows] == [f"{EXAMPLE}@0", f"{EXAMPLE}@1"]
+    assert [len(read(r["output"])) for r in rows] == [len(a) for a in read(EXAMPLE, ":")]
+    assert "total: 2 structures" in captured.out
+
+
 # ----------------------------------------------------------------- --tolerance
 
 def _displaced(atoms, by=0.2):
