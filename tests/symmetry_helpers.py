@@ -61,3 +61,64 @@ def defect_sample(host: Atoms, sites, defects, info: dict, atoms: Atoms | None =
     for key in ("cell_index", "basis_index"):
         clean.arrays.pop(key, None)
     return Sample(atoms, atoms.get_positions(), clean, dict(info))
+
+
+#: The MoS2 site roles in WSe2 (same structure, the same site order).
+WSE2_OF = {"Mo": "W", "S": "Se", "W": "Mo", "Se": "S"}
+
+
+def twin_population(per_stratum: int = 20, planted: int = 4, n: int = 4):
+    """A high-density set with twins planted on purpose, and the planted groups.
+
+    MoS2 and WSe2 n×n at 10 and 12.5 % (``per_stratum`` distinct configurations
+    each, full-symmetry distinct). For the first ``planted`` MoS2
+    configurations of each concentration: a rotated, a mirrored and a
+    translated copy (new ids), and the same sites in WSe2 (a pattern twin,
+    new id). One legacy-style id pair (``MoS2_nxn-high-...`` and ``WSe2_...``,
+    different sites) is tied by its ids only.
+
+    Returns
+    -------
+    samples : list of Sample
+    groups : list of list of int
+        Indices that must share a split.
+    """
+    from ase_definet.data.defects import generate_configs
+    from ase_definet.data.hosts import build_host
+    hosts = {m: build_host(m, n) for m in ("MoS2", "WSe2")}
+    ops = host_operations(hosts["MoS2"])
+    moves = [pick(ops, kind) for kind in ("rotation", "mirror", "translation")]
+    sc = f"{n}x{n}"
+    samples, groups = [], []
+
+    def add(material, sites, defects, sid, frac, atoms=None, **extra):
+        info = {"id": sid, "material": material, "density": "high", "fraction": frac,
+                "supercell": sc, **extra}
+        samples.append(defect_sample(hosts[material], sites, defects, info, atoms))
+        return len(samples) - 1
+
+    for frac in (0.10, 0.125):
+        tag = f"c{round(frac * 1000):03d}"
+        for m_idx, material in enumerate(("MoS2", "WSe2")):
+            cfgs = generate_configs(hosts[material], "high", per_stratum, seed=7 + m_idx,
+                                    fractions=(frac,))
+            for k, c in enumerate(cfgs):
+                i = add(material, c.sites, c.defects, f"{material}-{tag}-{k}", frac)
+                if material != "MoS2" or k >= planted:
+                    continue
+                group = [i]
+                base = samples[i].atoms
+                for j, (rot, trans) in enumerate(moves):
+                    group.append(add(material, c.sites, c.defects, f"MoS2-{tag}-{k}-op{j}",
+                                     frac, atoms=image(base, rot, trans)))
+                other = tuple((kind, WSE2_OF[a], WSE2_OF.get(b)) for kind, a, b in c.defects)
+                group.append(add("WSe2", c.sites, other, f"WSe2-{tag}-{k}-twin", frac))
+                groups.append(group)
+    # legacy ids equal but for the material, on different sites
+    pair = []
+    for material, seed in (("MoS2", 1), ("WSe2", 2)):
+        c = next(generate_configs(hosts[material], "high", 1, seed=seed, fractions=(0.1,)))
+        pair.append(add(material, c.sites, c.defects, f"{material}_{sc}-high-c100-00099",
+                        0.1, seed=0))
+    groups.append(pair)
+    return samples, groups

@@ -1,6 +1,7 @@
 """Splits: stratified, seeded, deterministic, leak-free; split files."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -13,8 +14,12 @@ from ase_definet.data.hosts import build_host
 from ase_definet.data.sample import Sample
 from ase_definet.data.splits import (SPLITS, apply_split, duplicate_clusters,
                                      first_per_group, read_split, same_configuration,
-                                     split_samples, write_split)
+                                     split_samples, twin_classes, write_split)
+from ase_definet.data.twins import site_pattern, stratum
 from ase_definet.errors import DataFormatError
+
+from conftest import ROOT
+from symmetry_helpers import twin_population
 
 _HOSTS = {m: build_host(m, 2) for m in ("MoS2", "WSe2", "hBN")}
 
@@ -265,9 +270,114 @@ def test_read_split_rejects_bad_files(tmp_path):
 
 
 def test_split_without_warnings_on_clean_data():
+    samples = population(SIZES)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        split_samples(population(SIZES))
+        split = split_samples(samples)
+    assert sorted(sum(ids(split).values(), [])) == sorted(s.info["id"] for s in samples)
+    counts = {f"{m}/{d}": [sum(s.group == f"{m}/{d}" for s in split[k]) for k in SPLITS]
+              for m, d in SIZES}
+    assert counts == {"MoS2/high": [32, 4, 4], "WSe2/high": [8, 1, 1],
+                      "MoS2/low": [1, 1, 1], "hBN/high": [1, 0, 0]}
+
+
+# ------------------------------------------------------------ twins and strata
+@pytest.fixture(scope="module")
+def twins():
+    return twin_population()
+
+
+def test_split_never_separates_planted_twins(twins):
+    samples, groups = twins
+    assert len(groups) == 9 and max(len(g) for g in groups) == 5
+    for seed in range(4):
+        where = {id(s): k for k, v in split_samples(samples, seed=seed).items() for s in v}
+        for g in groups:
+            assert len({where[id(samples[i])] for i in g}) == 1, \
+                [samples[i].info["id"] for i in g]
+    # the relations find exactly what was planted: images (symmetry), the WSe2
+    # copies (pattern), the legacy id pair (id); the classes are their union
+    cls, _, rel = twin_classes(samples)
+    assert sorted(map(sorted, rel["symmetry"])) == sorted(sorted(g[:4]) for g in groups[:-1])
+    assert sorted(map(sorted, rel["pattern"])) == sorted(map(sorted, groups[:-1]))
+    assert rel["id"] == [groups[-1]] and rel["duplicate"] == []
+    assert sorted(c for c in cls if len(c) > 1) == sorted(map(sorted, groups))
+
+
+def test_split_from_leaky_assignments_moves_as_few_as_the_rule_allows(twins):
+    samples, groups = twins
+    labelled = [dataclasses.replace(s, info=dict(s.info)) for s in samples]
+    for g in groups[:4]:                      # each planted group across all splits
+        for k, i in enumerate(g):
+            labelled[i].info["split"] = SPLITS[k % 3]
+    with pytest.warns(UserWarning, match="different existing splits"):
+        split = split_samples(labelled, seed=0)
+    where = {s.info["id"]: k for k, v in split.items() for s in v}
+    for g in groups:
+        assert len({where[samples[i].info["id"]] for i in g}) == 1
+    kept = sum(where[s.info["id"]] == s.info.get("split") for s in labelled)
+    # each group of five (train, val, test, train, val) keeps two: the most it can
+    assert kept == 2 * 4
+
+
+def _within_one(split, strata_of):
+    counts: dict[str, dict[str, int]] = {}
+    for name, members in split.items():
+        for s in members:
+            c = counts.setdefault(strata_of(s), dict.fromkeys(SPLITS, 0))
+            c[name] += 1
+    for stratum, c in counts.items():
+        n = sum(c.values())
+        for name, f in zip(SPLITS, split.fractions):
+            assert abs(c[name] - f * n) <= 1, (stratum, c)
+    return counts
+
+
+def test_every_concentration_stratum_is_8_1_1_within_one_structure(twins):
+    samples, _ = twins
+    cls, strata, _ = twin_classes(samples)
+    st = {id(s): k for s, k in zip(samples, strata)}
+    assert sorted(set(strata)) == ["MoS2/high/4x4/c100", "MoS2/high/4x4/c125",
+                                   "WSe2/high/4x4/c100", "WSe2/high/4x4/c125"]
+    for seed in range(3):
+        counts = _within_one(split_samples(samples, seed=seed), lambda s: st[id(s)])
+        assert all(c["test"] >= 2 for c in counts.values())
+    # pristine strata of several sizes from 10 on (below 10, a stratum of three or
+    # more still gets a val and a test sample, which is more than 10 % of it)
+    sizes = {("MoS2", "high"): 41, ("WSe2", "high"): 17, ("hBN", "high"): 10,
+             ("MoS2", "low"): 13, ("WSe2", "low"): 26}
+    _within_one(split_samples(population(sizes), seed=2), lambda s: s.group)
+
+
+def test_concentration_strata_are_named_by_fraction_or_defect_count(twins):
+    samples, _ = twins
+    s = samples[0]
+    assert stratum(s, site_pattern(s)) == "MoS2/high/4x4/c100"
+    low = dataclasses.replace(s, info={**s.info, "density": "low"})
+    assert stratum(low, site_pattern(low)) == "MoS2/low/4x4/n5"
+    bare = dataclasses.replace(s, info={"material": "MoS2", "density": "high"})
+    assert stratum(bare, site_pattern(bare)) == "MoS2/high/c104"     # 5 of 48 sites
+
+
+def test_shipped_split_v2_keeps_id_twins_together_and_strata_balanced():
+    """weights/data/chgnet-2dmd-tight/split-v2.json, from its ids alone."""
+    new = read_split(ROOT / "weights" / "data" / "chgnet-2dmd-tight" / "split-v2.json")
+    old = read_split(ROOT / "weights" / "definet-2dmd.split.json")
+    where = {i: k for k in SPLITS for i in new[k]}
+    assert set(where) == {i for k in SPLITS for i in old[k]} and len(where) == 2399
+    twins_of: dict[str, set] = {}
+    for i, k in where.items():
+        twins_of.setdefault(i.split("_", 1)[1], set()).add(k)
+    assert len(twins_of) == 900 and all(len(v) == 1 for v in twins_of.values())
+    high: dict[str, dict[str, int]] = {}
+    for i, k in where.items():
+        if "-high-" in i:
+            key = i.rsplit("-", 1)[0]             # MoS2_8x8-high-c050
+            high.setdefault(key, dict.fromkeys(SPLITS, 0))[k] += 1
+    assert len(high) == 30
+    for key, c in high.items():
+        n = sum(c.values())
+        assert all(abs(c[k] - f * n) <= 1 for k, f in zip(SPLITS, (0.8, 0.1, 0.1))), key
 
 
 def test_first_per_group_takes_each_groups_first_samples_in_order():
