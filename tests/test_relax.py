@@ -211,3 +211,20 @@ def test_threads_apply_to_the_run_and_are_restored(net, monkeypatch):
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         DefiNetRelaxer(atoms, host=host, model=net, threads=0)
+
+
+def test_host_preprocessing_is_reused_for_the_same_host(net):
+    """Tiling, site checks, the periodic KD-tree and the host bond are derived from
+    the host once; a loop that passes the same host (object, copy or name) reuses them."""
+    from ase_definet.data.defects import apply_defects
+    from ase_definet.data.hosts import build_host
+    from ase_definet.match import _host_sites
+    pristine = build_host("MoS2", 4)
+    atoms = apply_defects(pristine, [0], [("vacancy", "Mo", None)])
+    for host in (pristine, "MoS2"):
+        DefiNetRelaxer(atoms.copy(), host=host, model=net, logfile=None, strict=False).run()
+        before = _host_sites.cache_info()
+        for h in (host, host, pristine.copy() if host is pristine else "MoS2"):
+            DefiNetRelaxer(atoms.copy(), host=h, model=net, logfile=None, strict=False).run()
+        after = _host_sites.cache_info()
+        assert after.misses == before.misses and after.hits >= before.hits + 3
