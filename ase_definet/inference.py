@@ -119,8 +119,9 @@ class Predictor:
     model : None, str, path or torch.nn.Module
         ``None``: the shipped default; a registry name; a checkpoint path; or a
         :class:`~ase_definet.model.DefiNet` instance. Names and paths are loaded
-        once per process and device and shared (:mod:`ase_definet.model_cache`:
-        do not modify ``self.model``; ``clear_model_cache()`` frees it).
+        once per process and device and shared (:mod:`ase_definet.model_cache`):
+        do not train or modify ``self.model``;
+        ``ase_definet.model_cache.clear_model_cache()`` frees it.
     device : None, "cpu", "cuda", ...
         ``None`` uses CUDA when available.
     strict : bool
