@@ -50,8 +50,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
     """Shows each option's default, except where there is none worth showing."""
 
     def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+        text, default = action.help or "", action.default
+        # by identity: a default of 0 is worth showing, False (a flag's) is not
+        if ("default" in text or default is None or default is False
+                or default is argparse.SUPPRESS or default == []):
             return text
         return super()._get_help_string(action)
 

@@ -351,7 +351,8 @@ def test_every_option_has_help_and_shows_its_default():
         assert action.help and action.help.strip(), (name, action.dest)
         text = command.format_help()
         text = text[text.index("\noptions:"):]             # not the usage lines
-        if action.option_strings and action.default not in (None, False, []):
+        d = action.default
+        if action.option_strings and not (d is None or d is False or d == []):
             # the help of this option: its line, up to the next option's
             flag = re.escape(action.option_strings[-1])
             block = re.search(rf"^  (?=-)[^\n]*?{flag}\b.*?(?=^  -|\Z)", text, re.M | re.S)
