@@ -9,7 +9,7 @@ run keeps what it finished.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from ase import Atoms
 from ase.io import iread, write

@@ -9,11 +9,11 @@ Built-in names: ``chgnet`` (CHGNet 0.3.0, the oracle of the shipped weights),
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Union
+from collections.abc import Callable
 
 from ase.calculators.calculator import BaseCalculator
 
-CalculatorLike = Union[str, BaseCalculator, Callable[[], BaseCalculator]]
+CalculatorLike = str | BaseCalculator | Callable[[], BaseCalculator]
 
 
 def chgnet_task(properties: list[str] | None) -> str:

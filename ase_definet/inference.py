@@ -33,7 +33,7 @@ _BYTES_PER_EDGE_FEATURE = 64
 CPU_CHUNK_EDGE_FEATURES = 1 << 24
 
 
-def resolve_device(device: "str | torch.device | None") -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` → CUDA if available, else CPU; a missing CUDA is a clear error."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

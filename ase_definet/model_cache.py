@@ -26,7 +26,7 @@ _CACHE: dict[tuple, nn.Module] = {}
 _LOCK = threading.Lock()
 
 
-def cached_model(model: "str | None", device: torch.device) -> nn.Module:
+def cached_model(model: str | None, device: torch.device) -> nn.Module:
     """The network of a shipped name, checkpoint path or ``None`` (default) on ``device``.
 
     Loaded on first use (sha256 verified, ``weights_only=True``), then served

@@ -145,8 +145,8 @@ class DefiNetRelaxer(BaseDynamics):
         """Predict, then relax to ``fmax`` with the fallback optimizer if a
         calculator is attached. Returns the converged flag (True without one)."""
         converged = True
-        for converged in self.irun(fmax=fmax, steps=steps):
-            pass
+        for flag in self.irun(fmax=fmax, steps=steps):
+            converged = flag
         return converged
 
     # ------------------------------------------------------------ steps

@@ -166,7 +166,7 @@ def model_from_checkpoint(ckpt: dict, path: str = "<checkpoint>") -> DefiNet:
     return model.eval()
 
 
-def checkpoint_source(model: "str | Path | None" = None) -> tuple[Path, str | None, str]:
+def checkpoint_source(model: str | Path | None = None) -> tuple[Path, str | None, str]:
     """Where a model name or path points: ``(file, expected sha256 or None, name)``.
 
     ``None`` is the shipped default; registry names carry their sha256; any other
@@ -191,7 +191,7 @@ def checkpoint_source(model: "str | Path | None" = None) -> tuple[Path, str | No
     return path, None, path.name
 
 
-def load_model(model: "str | Path | nn.Module | None" = None) -> nn.Module:
+def load_model(model: str | Path | nn.Module | None = None) -> nn.Module:
     """Resolve ``model`` (None, registry name, checkpoint path or module) to a network.
 
     ``None`` loads the shipped default; names are looked up in the registry

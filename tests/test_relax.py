@@ -66,7 +66,7 @@ def test_emt_fallback_converges_with_trajectory_and_log(net, tmp_path):
     assert frames[1].calc is not None            # the prediction frame has energy/forces
     lines = log.getvalue().splitlines()
     assert lines[0].startswith("DefiNet:")
-    assert sum(l.startswith("BFGS:") for l in lines) == r.nsteps + 1
+    assert sum(line.startswith("BFGS:") for line in lines) == r.nsteps + 1
     assert seen[0] == 0 and seen[-1] == r.nsteps   # observers: prediction, then each step
     d = r.todict()
     assert d["optimizer"] == "DefiNetRelaxer" and d["fallback"] == "BFGS" and d["fmax"] == 0.05
