@@ -175,7 +175,8 @@ def _cmd_relax(args) -> int:
         with tqdm(desc="relax", unit="struct", disable=args.quiet, leave=False) as bar:
             for frames in relax_many(inputs, host, predictor,
                                      batch_size=args.batch_size, calculator=args.calculator,
-                                     fmax=args.fmax, steps=args.steps):
+                                     fmax=args.fmax, steps=args.steps,
+                                     on_violation=args.on_violation):
                 # opened at the first result: a run that fails first writes nothing
                 writer = writer or FrameWriter(args.output, fmt)
                 writer.write(frames)
@@ -389,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--calculator", default=None,
                    help="finish with residual steps of this calculator (chgnet, emt, "
                         "module:function; default: none, DefiNet only)")
+    r.add_argument("--on-violation", default="revert", choices=("revert", "keep", "calculator"),
+                   help="a prediction that fails the sanity checks (atoms too close, an "
+                        "atom flung away): restore the input positions, keep it "
+                        "(flagged), or restore them for the calculator to relax")
     r.add_argument("--fmax", type=float, default=0.05,
                    help="force threshold of the residual steps in eV/Å (with --calculator)")
     r.add_argument("--steps", type=int, default=1000,

@@ -481,3 +481,10 @@ def test_relax_says_when_a_prediction_was_reverted(tmp_path, monkeypatch, capsys
                      captured.err, re.M)
     for f, a in zip(read(out, ":"), read(EXAMPLE, ":")):        # reverted exactly
         np.testing.assert_allclose(f.positions, a.positions, atol=1e-6)
+    # --on-violation keep: the flung prediction is written, flagged, not reverted
+    assert main(["relax", str(EXAMPLE), "--host", "MoS2", "-o", str(out), "--quiet",
+                 "--on-violation", "keep"]) == 0
+    assert "2 with warnings (0 reverted)" in capsys.readouterr().out
+    for f, a in zip(read(out, ":"), read(EXAMPLE, ":")):
+        assert abs(np.linalg.norm(f.positions - a.positions, axis=1).max() - 1e3) < 1.0
+        assert f.info["definet"] == "kept" and f.info["definet_warnings"]
