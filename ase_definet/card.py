@@ -259,7 +259,8 @@ def _strata_lines(card: dict) -> list[str]:
                   "High density by defect concentration, low density by number of defects "
                   "(Å; improvement over the Dummy in %). *balanced*: the mean over a "
                   "group's strata of the stratum improvements, every concentration counting "
-                  "once.", "", strata_markdown(report), "",
+                  "once; low density is one concentration class, its balanced value is the "
+                  "group mean.", "", strata_markdown(report), "",
                   "Structures whose model MAE exceeds the Dummy's: "
                   + "; ".join(worse_lines(report)) + ".", ""]
     return (["## Where it fails", ""] + lines) if lines else []

@@ -130,8 +130,18 @@ def evaluate_predictions(samples: Sequence[Sample], predictions: Sequence,
     """
     if len(samples) != len(predictions):
         raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions")
-    keys = metric_keys(radii)
     records = [structure_record(s, p, radii) for s, p in zip(samples, predictions)]
+    return dict(report_from_records(records, radii), timings=_mean_timings(predictions))
+
+
+def report_from_records(records: Sequence[dict], radii: Sequence[float] = RADII) -> dict:
+    """The report's summaries from its ``per_structure`` records.
+
+    Also how a saved report is summarized again by newer code without running
+    the model again (the records hold every per-structure metric).
+    """
+    keys = metric_keys(radii)
+    records = list(records)
     groups: dict[str, list[dict]] = {}
     for r in records:
         groups.setdefault(r["group"], []).append(r)
@@ -142,7 +152,6 @@ def evaluate_predictions(samples: Sequence[Sample], predictions: Sequence,
         "per_structure": records,
         "radii": [float(r) for r in radii],
         "units": {"mae": "Å", "a_x": "Å", "improvement": "%"},
-        "timings": _mean_timings(predictions),
     }
 
 

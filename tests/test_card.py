@@ -284,6 +284,7 @@ def test_card_shows_strata_worse_counts_and_label_drift():
     assert rows[1].startswith("| MoS2/high | 12.5 % | 1 |") and "1 of 1 (100.0 %)" in rows[1]
     assert rows[2].startswith("| MoS2/high | balanced (2 strata) |  |  |  | -5.0 |")  # (90 - 100) / 2
     assert "| MoS2/low | 2 defects | 1 |" in text
+    assert "| MoS2/low | balanced = group mean |  |  |  | +85.0 |" in text
     assert ("Structures whose model MAE exceeds the Dummy's: overall: 1 of 4 (25.0 %); "
             "MoS2/high: 1 of 2 (50.0 %); MoS2/low: 0 of 2 (0.0 %).") in text
     assert "by 0.0036 Å per coordinate on average, 28 % of the Dummy's MAE (0.0128 Å" in text

@@ -133,8 +133,10 @@ def test_strata_balance_concentrations_and_count_structures_worse_than_dummy():
     low = out["MoS2/low"]
     assert low["by"] == "defects" and list(low["rows"]) == ["1 defect", "2 defects"]
     assert low["rows"]["2 defects"]["n"] == 2
-    assert low["balanced"]["improvement"]["mae"] == pytest.approx((90.0 + 50.0) / 2)
-    assert low["balanced"]["n_strata"] == 2
+    # low density is one concentration class: its balanced mean is the group mean
+    assert low["balanced"]["over"] == "group" and high["balanced"]["over"] == "strata"
+    assert low["balanced"]["improvement"]["mae"] == pytest.approx(100 * (1 - 0.011 / 0.03))
+    assert low["balanced"]["model"]["mae"] == pytest.approx(0.011 / 3)
     # a structure without a recorded fraction: one stratum, named as such
     assert list(strata([_record("X/high", 0.1, 0.2)], lambda rs: summarize(rs, ["mae"]))
                 ["X/high"]["rows"]) == ["all"]
@@ -156,7 +158,22 @@ def test_report_carries_strata_and_worse_counts_to_json_and_text(samples, tmp_pa
     back = json.loads(save_report(report, tmp_path / "r.json").read_text())
     assert back["strata"]["Cu/low"]["balanced"]["improvement"]["mae"] == pytest.approx(100.0)
     text = format_table(report)
-    assert "balanced (1 strata)" in text
+    assert "balanced (1 strata)" in text and "balanced = group mean" in text
     assert "overall: 1 of 3 (33.3 %); Cu/high: 1 of 1 (100.0 %); Cu/low: 0 of 2 (0.0 %)" in text
     row = next(line for line in text.splitlines() if line.startswith("Cu/high") and "5 %" in line)
     assert row.split()[2:4] == ["%", "1"]               # stratum "5 %", n = 1
+
+
+def test_saved_report_summarized_again_from_its_records(samples, tmp_path):
+    """A saved report's records give back the same summaries (NaN saved as null too),
+    so newer summaries need no second model run."""
+    from ase_definet.evaluate import report_from_records
+    preds = [s.relaxed + 0.01 * (k + 1) for k, s in enumerate(samples)]
+    report = evaluate_predictions(samples, preds, radii=(0.1, 3.0))
+    back = json.loads(save_report(report, tmp_path / "r.json").read_text())
+    again = report_from_records(back["per_structure"], back["radii"])
+    again = json.loads(save_report(again, tmp_path / "again.json").read_text())
+    for part in ("overall", "groups", "strata", "per_structure"):
+        assert again[part] == back[part], part
+    assert back["per_structure"][0]["model"]["a0.1"] is None   # NaN (a lone vacancy), as null
+    assert back["groups"]["Cu/low"]["worse_than_dummy"]["n"] == 2
