@@ -80,6 +80,21 @@ def relax_many(structures: Iterable[Atoms], host, predictor: Predictor,
         yield finish(batch)
 
 
+def _extxyz_safe(atoms: Atoms) -> Atoms:
+    """``definet_warnings`` as one string ("; "-joined) for (ext)xyz files.
+
+    ASE writes a list of strings there as JSON but reads it back without its
+    escapes, so "Å" in a warning came back as "u00c5"; a plain string survives.
+    """
+    warns = atoms.info.get("definet_warnings")
+    if not isinstance(warns, list):
+        return atoms
+    out = atoms.copy()
+    out.calc = atoms.calc       # keep energies and forces of the residual steps
+    out.info["definet_warnings"] = "; ".join(map(str, warns))
+    return out
+
+
 class FrameWriter:
     """Write frames to one file as they come (trajectory, extxyz/xyz) or, for
     single-frame formats with several structures, to ``stem_0001.ext`` ..."""
@@ -106,7 +121,8 @@ class FrameWriter:
             for a in frames:
                 self.traj.write(a)
         elif self.streaming:
-            write(self.path, frames, format=self.fmt, append=True)
+            write(self.path, [_extxyz_safe(a) for a in frames], format=self.fmt,
+                  append=True)
         else:
             self.pending += frames
         self.count += len(frames)

@@ -130,3 +130,26 @@ def test_unknown_calculator_name_lists_the_known_ones(flinger):
     frames, host = structures()
     with pytest.raises(ValueError, match="unknown calculator 'vasp-typo'; use one of chgnet"):
         next(relax_many(frames, host, flinger, calculator="vasp-typo"))
+
+
+@pytest.mark.parametrize("name", ["out.extxyz", "out.traj"])
+def test_records_survive_the_output_file(flinger, tmp_path, name):
+    """Bug: ASE's extxyz read a list of warnings back without its escapes
+    ("1000.000 Å" came back as "1000.000 u00c5")."""
+    from ase.io import read
+
+    from ase_definet.batch import FrameWriter
+    frames, host = structures()
+    out, _ = batched(flinger, frames[:2], host)
+    writer = FrameWriter(tmp_path / name)
+    writer.write(out)
+    writer.close()
+    back = read(tmp_path / name, ":")
+    assert [a.info["definet"] for a in back] == ["reverted", "predicted"]
+    assert back[0].info["definet_max_move"] == pytest.approx(out[0].info["definet_max_move"])
+    assert back[0].info["definet_vacancies"] == 1 and back[1].info["definet_substitutions"] == 0
+    warns = back[0].info["definet_warnings"]
+    text = warns if isinstance(warns, str) else "; ".join(warns)
+    assert text == "; ".join(out[0].info["definet_warnings"]) and "Å" in text
+    assert np.allclose(back[0].positions, frames[0].positions, atol=1e-7)
+    assert isinstance(out[0].info["definet_warnings"], list)       # in memory: untouched
