@@ -113,7 +113,8 @@ def apply_prediction(atoms: Atoms, predicted: np.ndarray, match: HostMatch,
         largest displacement of the prediction in Å (also when reverted);
     ``definet_warnings``
         list of the failed checks, present only when there is one (extxyz cannot
-        store an empty list).
+        store an empty list; :class:`~ase_definet.batch.FrameWriter` writes it to
+        (ext)xyz files as one "; "-joined string).
 
     Parameters
     ----------
