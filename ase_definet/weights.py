@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,13 +28,14 @@ def weights_dirs() -> list[Path]:
     """Folders searched for shipped weights, in order.
 
     ``$ASE_DEFINET_WEIGHTS``, the repository's ``weights/`` (source checkouts and
-    editable installs), then ``<prefix>/share/ase_definet/weights`` (wheels).
+    editable installs), then the package data ``ase_definet/_weights/`` (wheels and
+    ``pip install .``: setup.py installs ``weights/`` there).
     """
     dirs = []
     if os.environ.get("ASE_DEFINET_WEIGHTS"):
         dirs.append(Path(os.environ["ASE_DEFINET_WEIGHTS"]))
     dirs.append(Path(__file__).resolve().parent.parent / "weights")
-    dirs.append(Path(sys.prefix) / "share" / "ase_definet" / "weights")
+    dirs.append(Path(__file__).resolve().parent / "_weights")
     return dirs
 
 
