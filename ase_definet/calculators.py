@@ -3,12 +3,14 @@
 Every place that takes a calculator (``definet relax --calculator``, batch
 relaxation, the residual-step study, the oracle data generator) resolves it here.
 Built-in names: ``chgnet`` (CHGNet 0.3.0, the oracle of the shipped weights),
-``sevenn`` (SevenNet-0) and ``emt`` (ASE's EMT, for tests). The ``chgnet`` and
-``sevenn`` packages are optional extras.
+``sevenn`` (SevenNet-0), ``gpaw`` (DFT: GPAW with :data:`GPAW_SETTINGS`) and ``emt``
+(ASE's EMT, for tests). The ``chgnet``, ``sevenn`` and ``gpaw`` packages are optional
+extras.
 """
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 
 from ase.calculators.calculator import BaseCalculator
@@ -54,6 +56,26 @@ def _sevenn(device: str = "cpu") -> BaseCalculator:
     return SevenNetCalculator("7net-0", device=device)
 
 
+#: The one place the ``gpaw`` name's DFT settings are stated; every report made with
+#: it records them (:func:`calculator_version`). LCAO with a double-zeta polarised basis
+#: and PBE at the Gamma point: a residual-step study's settings, not converged
+#: energetics. Fermi-Dirac smearing of 50 meV lets defect levels fill fractionally; a
+#: structure is spin-polarised when it carries initial magnetic moments (GPAW's
+#: ``spinpol=None``), which the caller sets for odd electron counts. Symmetry is off
+#: so that a relaxation may break it.
+GPAW_SETTINGS: dict = {
+    "mode": "lcao", "basis": "dzp", "xc": "PBE",
+    "kpts": {"size": (1, 1, 1), "gamma": True},
+    "occupations": {"name": "fermi-dirac", "width": 0.05},
+    "symmetry": "off", "spinpol": None, "txt": None,
+}
+
+
+def _gpaw(device: str = "cpu") -> BaseCalculator:
+    from gpaw import GPAW
+    return GPAW(**GPAW_SETTINGS)
+
+
 def _emt(device: str = "cpu") -> BaseCalculator:
     from ase.calculators.emt import EMT
     return EMT()
@@ -61,7 +83,7 @@ def _emt(device: str = "cpu") -> BaseCalculator:
 
 #: Built-in calculator names and their factories ``f(device) -> calculator``.
 CALCULATORS: dict[str, Callable[..., BaseCalculator]] = {
-    "chgnet": _chgnet, "sevenn": _sevenn, "emt": _emt}
+    "chgnet": _chgnet, "sevenn": _sevenn, "gpaw": _gpaw, "emt": _emt}
 
 
 def make_calculator(calculator: CalculatorLike, device: str = "cpu") -> BaseCalculator:
@@ -128,6 +150,10 @@ def calculator_version(name: str) -> str:
     if name == "sevenn":
         import sevenn
         return f"sevenn {sevenn.__version__}, model 7net-0"
+    if name == "gpaw":
+        import gpaw
+        settings = {k: v for k, v in GPAW_SETTINGS.items() if k != "txt"}
+        return f"gpaw {gpaw.__version__}, {json.dumps(settings, sort_keys=True)}"
     if name == "emt":
         import ase
         return f"ase {ase.__version__} EMT"

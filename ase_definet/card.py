@@ -30,7 +30,7 @@ from typing import Iterable
 
 from .breakdown import strata_markdown, worse_lines
 from .reproduce import reproduce_line
-from .residual import lower_higher, summarize_by_density
+from .residual_report import lower_higher, summarize_by_density
 from .scope import scope_lines
 from .targets import group_order, targets_markdown  # noqa: F401 (group_order: old import path)
 from .textfmt import fmt_num

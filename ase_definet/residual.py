@@ -18,7 +18,14 @@ Statistics per threshold:
   of the per-structure reductions ``100 (1 - steps_pred / steps_unrelaxed)``
   (structures needing no step from the unrelaxed start are skipped);
 * ``|ΔE|`` in meV between the two end points, max and median, over the
-  structures where both runs converged.
+  structures where both runs converged, and how far apart the end points lie.
+
+A third start may be added with ``pre_relax``: the unrelaxed structure relaxed
+first by another, cheaper calculator (e.g. CHGNet + FIRE before DFT), what a user
+would do instead of DefiNet; its own steps and seconds are recorded beside it.
+Every start records its energy before the first step (``energy_start``), so a
+report says whether a start is higher in energy than the unrelaxed input.
+The statistics live in :mod:`ase_definet.residual_report`.
 """
 from __future__ import annotations
 
@@ -31,10 +38,15 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from .calculators import CalculatorLike, make_calculator
-from .data.worker import tune_worker
 from .data.sample import Sample
+from .data.worker import tune_worker
+from .geometry import minimum_image
 from .optimizers import optimizer_class
-from .textfmt import fmt_num
+from .residual_report import (fmax_key, format_residual, lower_higher, summarize,
+                              summarize_by_density, summarize_threshold)
+
+__all__ = ["residual_study", "relax_to_thresholds", "format_residual", "fmax_key",
+           "lower_higher", "summarize_by_density", "summarize_threshold"]
 
 FMAX = 0.05
 MAX_STEPS = 1000
@@ -47,13 +59,9 @@ def _thresholds(fmax: float | Sequence[float]) -> list[float]:
     return sorted({float(f) for f in values}, reverse=True)
 
 
-def fmax_key(fmax: float) -> str:
-    """Report key of a threshold: 0.05 → ``"0.05"``."""
-    return f"{fmax:g}"
-
-
 def relax_to_thresholds(atoms: Atoms, calc: Calculator, fmax: float | Sequence[float],
-                        steps: int = MAX_STEPS, optimizer: str | type = "BFGS") -> dict:
+                        steps: int = MAX_STEPS, optimizer: str | type = "BFGS",
+                        positions: bool = False) -> dict:
     """Relax a copy of ``atoms`` and record when each force threshold is reached.
 
     Parameters
@@ -68,13 +76,17 @@ def relax_to_thresholds(atoms: Atoms, calc: Calculator, fmax: float | Sequence[f
         Step cap of the whole run.
     optimizer : str or class
         ASE optimizer (name in ``ase.optimize`` or class).
+    positions : bool
+        Also keep the positions at each threshold (``"positions"``), e.g. to
+        measure how far two end points lie apart.
 
     Returns
     -------
     dict
         ``{"0.05": {"steps", "converged", "energy", "fmax_final"}, ...,
-        "wall_time": s}``; a threshold not reached within the cap has
-        ``converged = False`` and the cap and end state of the run.
+        "energy_start": eV before the first step, "wall_time": s}``; a threshold
+        not reached within the cap has ``converged = False`` and the cap and end
+        state of the run.
     """
     work = atoms.copy()
     work.calc = calc
@@ -84,20 +96,32 @@ def relax_to_thresholds(atoms: Atoms, calc: Calculator, fmax: float | Sequence[f
     t0 = time.perf_counter()
     for _ in opt.irun(fmax=targets[-1], steps=steps):
         gradient = opt.optimizable.get_gradient()      # cached: no extra call
+        if "energy_start" not in out:
+            out["energy_start"] = float(work.get_potential_energy())
         for f in targets:
             if fmax_key(f) not in out and opt.optimizable.converged(gradient, f):
-                out[fmax_key(f)] = _state(work, opt.nsteps, True, gradient)
+                out[fmax_key(f)] = _state(work, opt.nsteps, True, gradient, positions)
     gradient = opt.optimizable.get_gradient()
     for f in targets:
-        out.setdefault(fmax_key(f), _state(work, opt.nsteps, False, gradient))
+        out.setdefault(fmax_key(f), _state(work, opt.nsteps, False, gradient, positions))
     out["wall_time"] = time.perf_counter() - t0
     return out
 
 
-def _state(atoms: Atoms, nsteps: int, converged: bool, gradient: np.ndarray) -> dict:
-    return {"steps": int(nsteps), "converged": bool(converged),
-            "energy": float(atoms.get_potential_energy()),
-            "fmax_final": float(np.linalg.norm(gradient.reshape(-1, 3), axis=1).max())}
+def _state(atoms: Atoms, nsteps: int, converged: bool, gradient: np.ndarray,
+           positions: bool = False) -> dict:
+    out = {"steps": int(nsteps), "converged": bool(converged),
+           "energy": float(atoms.get_potential_energy()),
+           "fmax_final": float(np.linalg.norm(gradient.reshape(-1, 3), axis=1).max())}
+    if positions:
+        out["positions"] = atoms.get_positions()
+    return out
+
+
+def _end_distance(a: dict, b: dict, atoms: Atoms) -> float:
+    """Largest distance (Å) of an atom between two end points, periodic images folded."""
+    d = minimum_image(b.pop("positions") - a["positions"], atoms.cell.array, atoms.pbc)
+    return float(np.linalg.norm(d, axis=1).max())
 
 
 def _predicted_atoms(predictor, samples: list[Sample]) -> tuple[list[Atoms], float]:
@@ -117,21 +141,43 @@ _WORKER: dict = {}
 
 
 def _init_worker(calculator: CalculatorLike, device: str, threads: int | None,
-                 own_process: bool = False) -> None:
+                 own_process: bool = False, pre_relax: dict | None = None) -> None:
     if own_process:     # a spawned worker's process is ours to tune; a caller's is not
         tune_worker()
     if threads:
         import torch
         torch.set_num_threads(threads)
     _WORKER["calc"] = make_calculator(calculator, device)
+    _WORKER["pre"] = (make_calculator(pre_relax["calculator"], device)
+                      if pre_relax else None)
 
 
-def _relax_pair(task: tuple) -> tuple[int, dict, dict]:
-    """Both relaxations of one structure, in a worker process."""
-    k, unrelaxed, predicted, targets, steps, optimizer = task
+def _relax_pair(task: tuple) -> tuple[int, dict]:
+    """Every relaxation of one structure, in a worker process: from the unrelaxed
+    input, from the prediction and (with ``pre_relax``) from a pre-relaxation."""
+    k, unrelaxed, predicted, targets, steps, optimizer, pre_relax = task
     calc = _WORKER["calc"]
-    return (k, relax_to_thresholds(unrelaxed, calc, targets, steps, optimizer),
-            relax_to_thresholds(predicted, calc, targets, steps, optimizer))
+    starts = {"unrelaxed": unrelaxed, "predicted": predicted}
+    parts: dict = {}
+    if pre_relax:
+        pre = relax_to_thresholds(unrelaxed, _WORKER["pre"], pre_relax["fmax"],
+                                  pre_relax.get("steps", MAX_STEPS),
+                                  pre_relax.get("optimizer", "FIRE"), positions=True)
+        state = pre.pop(fmax_key(pre_relax["fmax"]))
+        start = unrelaxed.copy()
+        start.set_positions(state.pop("positions"))
+        starts["pre_relaxed"] = start
+        parts["pre_relax"] = dict(state, wall_time=pre["wall_time"])
+    for name, atoms in starts.items():
+        parts[name] = relax_to_thresholds(atoms, calc, targets, steps, optimizer,
+                                          positions=True)
+    parts["end_distance"] = {
+        fmax_key(f): {name: _end_distance(parts["unrelaxed"][fmax_key(f)],
+                                          parts[name][fmax_key(f)], unrelaxed)
+                      for name in starts if name != "unrelaxed"} for f in targets}
+    for f in targets:
+        parts["unrelaxed"][fmax_key(f)].pop("positions")
+    return k, parts
 
 
 def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorLike = "chgnet",
@@ -140,7 +186,7 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
                    device: str = "cpu", progress: bool = True,
                    done: Sequence[dict] = (),
                    on_record: Callable[[dict], None] | None = None,
-                   workers: int = 0) -> dict:
+                   workers: int = 0, pre_relax: dict | None = None) -> dict:
     """Relax from the unrelaxed structure and from the DefiNet prediction.
 
     Parameters
@@ -172,12 +218,22 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
         Relax in this many processes with one torch thread each (0: in this
         process). Needs a calculator name or a picklable factory, since each
         worker builds its own.
+    pre_relax : dict, optional
+        A third start: ``{"calculator": "chgnet", "fmax": 0.01, "optimizer":
+        "FIRE", "steps": 1000}`` relaxes the unrelaxed input with that calculator
+        first, then ``calculator`` relaxes from there (what a user would do
+        instead of DefiNet). Its steps and seconds go into each record's
+        ``pre_relax``, the runs from it into ``pre_relaxed``.
 
     Returns
     -------
     dict
-        ``{"per_structure": [...], "summary": {"0.05": {...}}, "fmax": [...],
-        "optimizer", "calculator", "max_steps", "n"}``.
+        ``{"per_structure": [...], "summary": {"0.05": {...}}, "summary_by_start":
+        {"predicted": {...}, "pre_relaxed": {...}}, "fmax": [...], "optimizer",
+        "calculator", "max_steps", "n"}``. Each record holds, per start, the
+        steps, energies (``energy_start`` before the first step) and convergence
+        at every threshold, and ``end_distance``: the largest atom distance (Å)
+        between that start's end point and the unrelaxed input's.
     """
     from tqdm.auto import tqdm
     samples = list(samples if n is None else itertools.islice(samples, n))
@@ -185,17 +241,24 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
             and not isinstance(calculator, type):
         raise ValueError("workers > 0 needs a calculator name or factory, not an instance")
     targets = _thresholds(fmax)
+    if pre_relax is not None:
+        if "calculator" not in pre_relax or "fmax" not in pre_relax:
+            raise ValueError(f"pre_relax needs 'calculator' and 'fmax', got {pre_relax!r}")
+        pre_relax = {"optimizer": "FIRE", "steps": MAX_STEPS, **pre_relax}
     old = {r["id"]: r for r in done if r.get("id") is not None}
     todo = [k for k, s in enumerate(samples) if s.info.get("id") not in old]
     predicted, t_pred = _predicted_atoms(predictor, [samples[k] for k in todo]) \
         if todo else ([], 0.0)
-    tasks = [(k, samples[k].atoms, start, targets, steps, optimizer)
+    tasks = [(k, samples[k].atoms, start, targets, steps, optimizer, pre_relax)
              for k, start in zip(todo, predicted)]
     name = calculator if isinstance(calculator, str) else \
         getattr(calculator, "__name__", type(calculator).__name__)
     meta = {"calculator": name,
             "optimizer": optimizer if isinstance(optimizer, str) else optimizer.__name__,
             "max_steps": int(steps), "fmax": targets}
+    if pre_relax is not None:
+        meta["pre_relax"] = {k: (v if isinstance(v, (str, int, float)) else repr(v))
+                             for k, v in pre_relax.items()}
     # each record carries its share of the batched prediction's time, so that the
     # total survives a resume (bug: a resumed report said 0 s, the time of no work)
     t_each = t_pred / len(todo) if todo else 0.0
@@ -206,25 +269,26 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
         return {**meta, "n": len(records),
                 "predict_time_s": sum(r.get("predict_time_s", 0.0) for r in records),
                 "summary": {fmax_key(f): summarize_threshold(records, f) for f in targets},
+                "summary_by_start": summarize(records, targets),
                 "by_density": summarize_by_density(records, targets),
                 "per_structure": records}
 
     if workers > 0 and tasks:
         import multiprocessing as mp
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker,
-                                            initargs=(calculator, device, 1, True))
+                                            initargs=(calculator, device, 1, True,
+                                                      pre_relax))
         results = pool.imap_unordered(_relax_pair, tasks)
     else:
         pool = None
-        _init_worker(calculator, device, None)
+        _init_worker(calculator, device, None, pre_relax=pre_relax)
         results = map(_relax_pair, tasks)
     try:
-        for k, unrelaxed, from_pred in tqdm(results, total=len(tasks), disable=not progress,
-                                            desc="residual", unit="struct"):
+        for k, parts in tqdm(results, total=len(tasks), disable=not progress,
+                             desc="residual", unit="struct"):
             s = samples[k]
             slots[k] = {"id": s.info.get("id"), "group": s.group, "n_atoms": len(s.atoms),
-                        "unrelaxed": unrelaxed, "predicted": from_pred,
-                        "predict_time_s": t_each}
+                        **parts, "predict_time_s": t_each}
             if on_record is not None:
                 on_record(report())
     finally:
@@ -234,101 +298,3 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
     return report()
 
 
-#: energy differences below this (meV) count as equal: float32 energies of a
-#: ~200-atom cell (~1,400 eV) resolve ~0.2 meV
-ENERGY_RESOLUTION_MEV = 0.5
-
-
-def summarize_threshold(records: Sequence[dict], fmax: float) -> dict:
-    """Median steps, reductions and energy differences at one threshold."""
-    key = fmax_key(fmax)
-    a = [r["unrelaxed"][key] for r in records]
-    b = [r["predicted"][key] for r in records]
-    s_a = np.array([x["steps"] for x in a], float)
-    s_b = np.array([x["steps"] for x in b], float)
-    both = np.array([x["converged"] and y["converged"] for x, y in zip(a, b)], bool)
-    signed = 1e3 * np.array([y["energy"] - x["energy"] for x, y in zip(a, b)], float)
-    de = np.abs(signed)
-    med_a, med_b = _median(s_a), _median(s_b)
-    per = np.divide(s_b, s_a, out=np.full(len(s_a), np.nan), where=s_a > 0)
-    return {
-        "median_steps_unrelaxed": med_a,
-        "median_steps_predicted": med_b,
-        "mean_steps_unrelaxed": _mean(s_a),
-        "mean_steps_predicted": _mean(s_b),
-        "reduction_pct": (100.0 * (1.0 - med_b / med_a)
-                          if np.isfinite(med_a) and med_a > 0 else float("nan")),
-        "median_reduction_pct": _median(100.0 * (1.0 - per[np.isfinite(per)])),
-        "converged_unrelaxed": int(sum(x["converged"] for x in a)),
-        "converged_predicted": int(sum(y["converged"] for y in b)),
-        "converged_both": int(both.sum()),
-        "dE_meV_max": float(de[both].max()) if both.any() else float("nan"),
-        "dE_meV_median": _median(de[both]),
-        # which start ends lower: at a loose fmax the run from the unrelaxed input
-        # often stops farther above the minimum than the one from the prediction
-        "predicted_lower": int((signed[both] < -ENERGY_RESOLUTION_MEV).sum()),
-        "predicted_higher": int((signed[both] > ENERGY_RESOLUTION_MEV).sum()),
-    }
-
-
-def summarize_by_density(records: Sequence[dict], fmax: Sequence[float]) -> dict:
-    """:func:`summarize_threshold` per density: ``{density: {"n": .., "summary": {fmax: ..}}}``.
-
-    Low- and high-density structures behave differently: many defects make a
-    rugged energy landscape where two starting points can reach different minima.
-    """
-    from .data.sample import density_of
-    out: dict[str, dict] = {}
-    for density in sorted({density_of(r["group"]) for r in records}):
-        rs = [r for r in records if density_of(r["group"]) == density]
-        out[density] = {"n": len(rs),
-                        "summary": {fmax_key(f): summarize_threshold(rs, f) for f in fmax}}
-    return out
-
-
-def _median(x: np.ndarray) -> float:
-    return float(np.median(x)) if len(x) else float("nan")
-
-
-def _mean(x: np.ndarray) -> float:
-    return float(np.mean(x)) if len(x) else float("nan")
-
-
-def lower_higher(summary: dict) -> str | None:
-    """``k/m``: structures whose run from the prediction ended lower / higher in energy
-    than the run from the unrelaxed input; None for reports older than these counts."""
-    if "predicted_lower" not in summary:
-        return None
-    return f"{summary['predicted_lower']}/{summary['predicted_higher']}"
-
-
-def format_residual(report: dict) -> str:
-    """A readable text table of a residual-step report (missing values: n/a)."""
-    lines = [f"residual steps: {report['optimizer']} with {report['calculator']}, "
-             f"cap {report['max_steps']} steps, n = {report['n']}",
-             f"{'fmax':>7} {'med. unrel.':>12} {'med. pred.':>11} {'reduction':>10} "
-             f"{'med. per-str.':>14} {'conv. u/p':>10} {'|dE| max':>10} {'|dE| med.':>10} "
-             f"{'pred. end':>10}",
-             f"{'eV/Å':>7} {'steps':>12} {'steps':>11} {'%':>10} {'%':>14} "
-             f"{'':>10} {'meV':>10} {'meV':>10} {'lower/higher':>10}"]
-    def rows(summary: dict) -> list[str]:
-        out = []
-        for key, s in summary.items():
-            conv = f"{s['converged_unrelaxed']}/{s['converged_predicted']}"
-            out.append(
-                f"{key:>7} {fmt_num(s['median_steps_unrelaxed'], '.1f'):>12} "
-                f"{fmt_num(s['median_steps_predicted'], '.1f'):>11} "
-                f"{fmt_num(s['reduction_pct'], '.1f'):>10} "
-                f"{fmt_num(s['median_reduction_pct'], '.1f'):>14} {conv:>10} "
-                f"{fmt_num(s['dE_meV_max'], '.2f'):>10} {fmt_num(s['dE_meV_median'], '.2f'):>10} "
-                f"{lower_higher(s) or 'n/a':>10}")
-        return out
-
-    lines += rows(report["summary"])
-    # a mixed sample's medians hide how differently the densities behave
-    by_density = report.get("by_density") or {}
-    if len(by_density) > 1:
-        for density, block in by_density.items():
-            lines.append(f"{density} density (n = {block['n']})")
-            lines += rows(block["summary"])
-    return "\n".join(lines)
