@@ -200,6 +200,14 @@ def test_non_structure_input_is_exit_2(tmp_path, ckpt, capsys):
     assert f"cannot read {card}" in _one_error_line(capsys.readouterr().err)
 
 
+def test_empty_input_file_is_named(tmp_path, ckpt, capsys):
+    empty = tmp_path / "empty.extxyz"
+    empty.write_text("")
+    assert _relax([EXAMPLE, empty], "MoS2", ckpt, tmp_path / "o.extxyz", "--quiet") == 2
+    assert _one_error_line(capsys.readouterr().err).startswith(
+        f"definet relax: error: cannot read {empty}: ")
+
+
 def test_missing_input_is_refused_before_the_model_loads(tmp_path, capsys):
     code = _relax([tmp_path / "nope.vasp"], "MoS2", tmp_path / "no-model.pt",
                   tmp_path / "o.extxyz", "--quiet")
