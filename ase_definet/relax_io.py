@@ -97,6 +97,7 @@ def failed_where(pending: list[str]) -> str:
 
 
 def _count(value) -> int | None:
+    """A count recorded as a number or as a list of defects (``None``: not recorded)."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
