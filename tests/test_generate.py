@@ -150,7 +150,8 @@ def test_chgnet_oracle_small_mos2(tmp_path):
     frames = read_frames(tmp_path / SAMPLES)
     assert s["new"] == 1 and len(frames) == 1
     f = frames[0]
-    assert f.info["calculator_version"].startswith("chgnet") and "0.3.0" in f.info["calculator_version"]
+    version = f.info["calculator_version"]
+    assert version.startswith("chgnet") and "0.3.0" in version
     assert f.info["converged"] and f.info["fmax_final"] <= 0.01
     host = read_frames(tmp_path / "hosts.extxyz")[0]
     m = match_host(f, host)

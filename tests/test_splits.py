@@ -15,7 +15,8 @@ from ase_definet.data.sample import Sample
 from ase_definet.data.splits import (SPLITS, apply_split, duplicate_clusters,
                                      first_per_group, read_split, same_configuration,
                                      split_samples, twin_classes, write_split)
-from ase_definet.data.twins import site_pattern, stratum
+from ase_definet.data.twins import site_pattern
+from ase_definet.data.twins import stratum as stratum_name
 from ase_definet.errors import DataFormatError
 
 from conftest import ROOT
@@ -352,11 +353,11 @@ def test_every_concentration_stratum_is_8_1_1_within_one_structure(twins):
 def test_concentration_strata_are_named_by_fraction_or_defect_count(twins):
     samples, _ = twins
     s = samples[0]
-    assert stratum(s, site_pattern(s)) == "MoS2/high/4x4/c100"
+    assert stratum_name(s, site_pattern(s)) == "MoS2/high/4x4/c100"
     low = dataclasses.replace(s, info={**s.info, "density": "low"})
-    assert stratum(low, site_pattern(low)) == "MoS2/low/4x4/n5"
+    assert stratum_name(low, site_pattern(low)) == "MoS2/low/4x4/n5"
     bare = dataclasses.replace(s, info={"material": "MoS2", "density": "high"})
-    assert stratum(bare, site_pattern(bare)) == "MoS2/high/c104"     # 5 of 48 sites
+    assert stratum_name(bare, site_pattern(bare)) == "MoS2/high/c104"     # 5 of 48 sites
 
 
 def test_shipped_split_v2_keeps_id_twins_together_and_strata_balanced():

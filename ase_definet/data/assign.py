@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -82,62 +82,65 @@ def assign(classes: Sequence[Sequence[int]], strata: Sequence[str],
     if not classes:
         return []
     names = sorted(set(strata))
-    s_index = {s: k for k, s in enumerate(names)}
-    n_c, n_s = len(classes), len(names)
-    size = np.zeros((n_c, n_s))                     # members of class c in stratum s
-    cost = np.zeros((n_c, 3))
+    size, cost = _sizes_and_costs(classes, [names.index(s) for s in strata], existing,
+                                  len(names), seed, keys)
+    n_c, n_s = size.shape
+    # Variables: x[c, p] (3 per class), then five slacks per (stratum, split).
+    n_x = 3 * n_c
+    penalties = (_WINDOW, _WINDOW, _QUOTA, _QUOTA, _EMPTY)
+    obj = np.concatenate([cost.ravel(), np.tile(penalties, 3 * n_s)])
+    rows, cols, vals, lo, hi = [], [], [], [], []
+
+    def row(entries: list[tuple[int, float]], low: float, high: float) -> None:
+        rows.extend([len(lo)] * len(entries))
+        cols.extend(e[0] for e in entries)
+        vals.extend(e[1] for e in entries)
+        lo.append(low)
+        hi.append(high)
+
+    for c in range(n_c):                                      # one split per class
+        row([(3 * c + p, 1.0) for p in range(3)], 1.0, 1.0)
+    inf = np.inf
+    for s in range(n_s):
+        n = int(size[:, s].sum())
+        q_val, q_test = quotas(n, fractions)
+        q = (n - q_val - q_test, q_val, q_test)
+        members = np.flatnonzero(size[:, s])
+        for p in range(3):
+            count = [(3 * c + p, size[c, s]) for c in members]
+            w_lo, w_hi = window(n, fractions[p], q[p])
+            least = int(p > 0 and n >= 3 and fractions[p] > 0)
+            slack = n_x + 5 * (3 * s + p)
+            row(count + [(slack, -1.0)], -inf, w_hi)          # over the window
+            row(count + [(slack + 1, 1.0)], w_lo, inf)        # under the window
+            row(count + [(slack + 2, -1.0)], -inf, q[p])      # above the quota
+            row(count + [(slack + 3, 1.0)], q[p], inf)        # below the quota
+            row(count + [(slack + 4, 1.0)], least, inf)       # an empty val or test
+    n_var = len(obj)
+    a = coo_matrix((vals, (rows, cols)), shape=(len(lo), n_var)).tocsr()
+    res = milp(obj, constraints=LinearConstraint(a, lo, hi),
+               integrality=np.concatenate([np.ones(n_x), np.zeros(n_var - n_x)]),
+               bounds=Bounds(np.zeros(n_var),
+                             np.concatenate([np.ones(n_x), np.full(n_var - n_x, inf)])),
+               options={"mip_rel_gap": 0.0, "time_limit": 300.0})
+    if res.x is None:
+        raise RuntimeError(f"the split assignment found no solution: {res.message}")
+    return [SPLITS[int(np.argmax(x))] for x in res.x[:n_x].reshape(n_c, 3)]
+
+
+def _sizes_and_costs(classes: Sequence[Sequence[int]], stratum_of: Sequence[int],
+                     existing: Sequence[str | None], n_strata: int, seed: int,
+                     keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Members of each class per stratum, and each class's cost in each split."""
+    size = np.zeros((len(classes), n_strata))
+    cost = np.zeros((len(classes), 3))
+    split = np.arange(3)
     for c, members in enumerate(classes):
         rng = np.random.default_rng([seed, zlib.crc32(keys[c].encode())])
         cost[c] = _RANDOM * rng.random(3)
         for i in members:
-            size[c, s_index[strata[i]]] += 1
-            e = existing[i]
-            if e in SPLITS:
-                cost[c] += _MOVE * (np.arange(3) != SPLITS.index(e))
-                cost[c] += _LATER * (np.arange(3) < SPLITS.index(e))
-    n_stratum = size.sum(axis=0)
-    # Variables: x[c, p] (3 per class), then per (stratum, split) five slacks:
-    # over window, under window, above quota, below quota, empty.
-    n_x = 3 * n_c
-    n_slack = 5 * 3 * n_s
-    obj = np.concatenate([cost.ravel(), np.tile([_WINDOW, _WINDOW, _QUOTA, _QUOTA, _EMPTY],
-                                                3 * n_s)])
-    rows, cols, vals, lo, hi = [], [], [], [], []
-    r = 0
-    for c in range(n_c):                                       # one split per class
-        rows += [r] * 3
-        cols += [3 * c, 3 * c + 1, 3 * c + 2]
-        vals += [1.0] * 3
-        lo.append(1.0)
-        hi.append(1.0)
-        r += 1
-    for s in range(n_s):
-        n = int(n_stratum[s])
-        q_val, q_test = quotas(n, fractions)
-        q = (n - q_val - q_test, q_val, q_test)
-        for p in range(3):
-            w_lo, w_hi = window(n, fractions[p], q[p])
-            base = n_x + 5 * (3 * s + p)
-            members = np.flatnonzero(size[:, s])
-            least = int(p > 0 and n >= 3 and fractions[p] > 0)
-            for lhs_extra, bound in (((base, -1.0), ("le", w_hi)),
-                                     ((base + 1, 1.0), ("ge", w_lo)),
-                                     ((base + 2, -1.0), ("le", q[p])),
-                                     ((base + 3, 1.0), ("ge", q[p])),
-                                     ((base + 4, 1.0), ("ge", least))):
-                rows += [r] * (len(members) + 1)
-                cols += [3 * c + p for c in members] + [lhs_extra[0]]
-                vals += [size[c, s] for c in members] + [lhs_extra[1]]
-                lo.append(-np.inf if bound[0] == "le" else bound[1])
-                hi.append(bound[1] if bound[0] == "le" else np.inf)
-                r += 1
-    a = coo_matrix((vals, (rows, cols)), shape=(r, n_x + n_slack)).tocsr()
-    integrality = np.concatenate([np.ones(n_x), np.zeros(n_slack)])
-    upper = np.concatenate([np.ones(n_x), np.full(n_slack, np.inf)])
-    res = milp(obj, constraints=LinearConstraint(a, lo, hi), integrality=integrality,
-               bounds=Bounds(np.zeros(n_x + n_slack), upper),
-               options={"mip_rel_gap": 0.0, "time_limit": 300.0})
-    if res.x is None:
-        raise RuntimeError(f"the split assignment found no solution: {res.message}")
-    x = res.x[:n_x].reshape(n_c, 3)
-    return [SPLITS[int(np.argmax(row))] for row in x]
+            size[c, stratum_of[i]] += 1
+            if existing[i] in SPLITS:
+                e = SPLITS.index(existing[i])
+                cost[c] += _MOVE * (split != e) + _LATER * (split < e)
+    return size, cost

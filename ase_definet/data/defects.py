@@ -114,7 +114,7 @@ def _draw(spec: HostSpec, symbols: np.ndarray, n_defects: int,
     taken: set[int] = set()
     pairs = []
     for d in chosen:
-        free = np.flatnonzero((symbols == d[1]))
+        free = np.flatnonzero(symbols == d[1])
         free = free[~np.isin(free, list(taken))]
         site = int(rng.choice(free))
         taken.add(site)

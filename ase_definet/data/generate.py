@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from functools import partial
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from ase import Atoms
