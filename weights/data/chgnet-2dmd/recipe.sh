@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 W=${1:-2}
-gen() { definet generate --out . --workers "$W" --threads 1 --quiet "$@"; }
+# legacy: the seed streams this store was planned with (docs/splits.md)
+gen() { definet generate --out . --seed-scheme legacy --workers "$W" --threads 1 --quiet "$@"; }
 gen --density low  --materials MoS2,WSe2 --count 30  --seed 2
 gen --density high --materials MoS2,WSe2,hBN,GaSe,InSe,BP --count 2 --seed 1
 gen --density high --materials MoS2 --supercell 12 --count 1 --seed 3
