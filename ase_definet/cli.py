@@ -279,7 +279,11 @@ def _cmd_models(args) -> int:
     if args.add:
         if not args.name or not args.card:
             raise ValueError("--add needs --name and --card")
-        card = json.loads(open(args.card).read())
+        try:
+            card = json.loads(Path(args.card).read_text())
+        except json.JSONDecodeError as err:
+            from .errors import DataFormatError
+            raise DataFormatError(f"cannot read model card {args.card}: {err}") from err
         entry = package_model(args.add, args.name, card, out_dir=args.out,
                               default=args.default)
         print(f"{args.name}: sha256 {entry['sha256']}")

@@ -444,6 +444,16 @@ def test_models_add_without_card_is_exit_2(tmp_path, ckpt, capsys):
         "definet models: error: --add needs --name and --card")
 
 
+def test_models_add_with_a_broken_card_names_it(tmp_path, ckpt, capsys):
+    card = tmp_path / "card.json"
+    card.write_text("{broken")
+    assert main(["models", "--add", str(ckpt), "--name", "x", "--card", str(card),
+                 "--out", str(tmp_path / "w")]) == 2
+    assert _one_error_line(capsys.readouterr().err).startswith(
+        f"definet models: error: cannot read model card {card}: Expecting property name")
+    assert not (tmp_path / "w").exists()
+
+
 def test_closed_output_pipe_is_not_an_error(tmp_path, emt_store):
     """`definet ... | head`: the reader closing early ends the command quietly."""
     proc = subprocess.Popen([sys.executable, "-m", "ase_definet.cli", "evaluate", "--model",
