@@ -401,3 +401,14 @@ def test_first_per_group_takes_each_groups_first_samples_in_order():
 def test_first_per_group_with_a_key_groups_any_items():
     items = ["a1", "b1", "a2", "a3", "b2"]
     assert first_per_group(items, 2, key=lambda s: s[0]) == ["a1", "b1", "a2", "b2"]
+
+
+def test_id_twins_are_generator_ids_of_legacy_stores_only():
+    from ase_definet.data.twins import id_twin_key
+    info = {"id": "MoS2_8x8-high-c050-00012", "seed": 1}
+    assert id_twin_key(info) == id_twin_key({**info, "id": "hBN_8x8-high-c050-00012"}) \
+        == "8x8-high-c050-00012"
+    assert id_twin_key({**info, "seed_scheme": "v2"}) is None       # material in the seed
+    assert id_twin_key({"id": info["id"]}) is None                   # not a generator frame
+    assert id_twin_key({"id": "MoS2_8x8-low-n-00003", "seed": 2}) == "8x8-low-n-00003"
+    assert id_twin_key({"id": "5f3e2a", "seed": 1}) is None
