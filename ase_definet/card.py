@@ -191,6 +191,9 @@ def rescore_card(card: dict, test_report: dict, holdout_report: dict | None = No
     card["data"] = dict(card.get("data", {}), n_test=test_report["overall"]["n"])
     if split:
         card["data"]["test_split"] = str(split)
+        if card.get("residual_steps"):      # the residual study is not rescored
+            # build.sh ships the training split beside the weights as <name>.split.json
+            card.setdefault("residual_steps_split", f"{card.get('name', 'model')}.split.json")
     card["test"] = _slim(test_report)
     if holdout_report:
         card["scalability_holdout"] = _slim(holdout_report)
@@ -231,6 +234,8 @@ def _residual_lines(card: dict) -> list[str]:
         return ["Residual-step study: not run."]
     lines = [f"Residual steps with {card.get('residual_calculator', 'chgnet')} + BFGS on "
              f"{card.get('residual_steps_n', '?')} test structures"
+             + (f" of `{card['residual_steps_split']}`" if card.get("residual_steps_split")
+                else "")
              + (" (" + ", ".join(f"{g} {n}" for g, n in card["residual_steps_groups"].items())
                 + ")" if card.get("residual_steps_groups") else "")
              + " (median; from the unrelaxed input vs from the DefiNet prediction):", "",

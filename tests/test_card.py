@@ -323,6 +323,8 @@ def test_rescore_card_replaces_the_test_sections_and_says_which_split(tmp_path, 
     assert "Test split: `s-v2.json`." in text and "**Trained on 7 of these.**" in text
     assert "trained on split 1/1 train/val (`m.split.json`); test metrics on the 4 test " \
         "structures of `s-v2.json`" in text
+    # the residual study keeps its own structures and says from which split
+    assert "Residual steps with chgnet + BFGS on 20 test structures of `m.split.json` (median;" in text
     assert "| test, MoS2/low | 2 |" in text and "WSe2/low" not in text
     # the same from the command line, from a card JSON
     (tmp_path / "card.json").write_text(json.dumps(card))
