@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Re-baseline of the shipped model on the leak-free split (issue #29 item 5).
+# One torch thread; about 6 minutes on one core of the 2-core build machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+O=experiments/honest-numbers
+T=weights/data/chgnet-2dmd-tight          # the shipped model's labels (fmax 0.001)
+L=weights/data/chgnet-2dmd                # the same structures at fmax 0.01
+V2=$T/split-v2.json
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+ev() { definet evaluate --threads 1 --quiet "$@"; }
+ev --data $T --split-file $V2 --subset test --json $O/test_v2_shipped.json > $O/test_v2_shipped.txt
+ev --data $T --where supercell=12x12 --json $O/holdout_12x12_shipped.json > $O/holdout_12x12_shipped.txt
+ev --data $L --split-file $V2 --subset test --where density=low --json $O/test_v2_low_loose.json \
+  > $O/test_v2_low_loose.txt
+python -m ase_definet.label_drift $T $L --json $O/label_drift.json > $O/label_drift.md
+python $O/exposure.py $T $V2 weights/definet-2dmd.split.json --json $O/exposure.json > $O/exposure.md
