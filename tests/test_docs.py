@@ -82,6 +82,33 @@ def test_resolves_tells_names_apart():
     assert not resolves("ase_definet.no_such_module")
 
 
+def named_tests(text: str) -> list[tuple[str, str | None]]:
+    """(file, test) pairs of `test_x.py::test_y` references; `::test_z` reuses the file."""
+    out, current = [], None
+    for file, test in re.findall(r"`(test_\w+\.py)?(?:::(test_\w+))?`", text):
+        current = file or current
+        if (file or test) and current:
+            out.append((current, test or None))
+    return out
+
+
+def test_named_tests_reuse_the_last_file():
+    text = "`test_a.py::test_one`, `::test_two`; `test_b.py`"
+    assert named_tests(text) == [("test_a.py", "test_one"), ("test_a.py", "test_two"),
+                                 ("test_b.py", None)]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_documents_name_existing_tests(doc):
+    """The hard-input table cites a test per row: each must exist under that name."""
+    missing = []
+    for file, test in named_tests(doc.read_text()):
+        path = ROOT / "tests" / file
+        if not path.is_file() or (test and f"def {test}(" not in path.read_text()):
+            missing.append(f"{file}::{test}" if test else file)
+    assert not missing
+
+
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"## Two commands on a fresh machine\n\n```bash\n(.*?)```", readme, re.S)
