@@ -1,6 +1,7 @@
 """Inference benchmark: prints one markdown table, all rows from one run.
 
-    python benchmarks/inference.py [--device cpu|cuda] [--repeats 20] [--no-chgnet]
+    python benchmarks/inference.py [--device cpu|cuda] [--repeats 20] [--rounds 3]
+                                   [--no-chgnet] [--configs default,paper]
 
 Rows: end-to-end ``DefiNetRelaxer(atoms, host).run()`` (matching + graph +
 network + write-back) for MoS2 8×8, 12×12 and 16×16 supercells with mixed
@@ -166,8 +167,9 @@ def measure_loop(device: str, repeats: int, heap: bool) -> dict:
             _sync(device)
             if k >= 3:
                 times[kind].append(time.perf_counter() - t0)
-    return {"model": label, "heap": bool(accepted), "first": first,
-            **{k: statistics.median(v) for k, v in times.items()}}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"model": label, "heap": bool(accepted), "first": first, **med,
+            "ratio": med["fresh"] / med["reused"]}
 
 
 def measure_chgnet(threads: int) -> dict:
@@ -194,6 +196,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-chgnet", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating subprocess pairs of the loop table (medians)")
     ap.add_argument("--configs", default="default,paper")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
@@ -211,21 +215,28 @@ def main() -> None:
         return
     common = ["--device", args.device, "--repeats", str(args.repeats),
               "--threads", str(args.threads)]
-    loops = [_sub(["--one", k, *common]) for k in ("loop", "loop-heap")]
+    # the two malloc settings alternate, subprocess by subprocess, so that changing
+    # load on the machine hits both; each number is the median over the rounds
+    rounds = [[_sub(["--one", k, *common]) for k in ("loop", "loop-heap")]
+              for _ in range(max(1, args.rounds))]
+    loops = [{key: (statistics.median(r[i][key] for r in rounds)
+                    if isinstance(rounds[0][i][key], float) else rounds[0][i][key])
+              for key in rounds[0][i]} for i in range(2)]
     runs = [_sub(["--one", c, *common]) for c in args.configs.split(",") if c]
     if "paper" in args.configs:
         runs.append(_sub(["--one", "paper", "--dtype", "bf16", *common]))
     chg = None if args.no_chgnet else _sub(["--one", "chgnet", "--threads", str(args.threads)])
     print(f"\nMachine: {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {args.threads} threads, device {args.device}\n")
-    print(f"Loop of one 192-atom MoS2 structure, {loops[0]['model']}:\n")
+    print(f"Loop of one 192-atom MoS2 structure, {loops[0]['model']}, median of "
+          f"{len(rounds)} alternating subprocess pairs:\n")
     print("| pattern | malloc | first call ms | ms per call | vs reused Predictor |")
     print("|---|---|---|---|---|")
     for lp in loops:
         heap = "keep_freed_memory" if lp["heap"] else "glibc default"
         print(f"| reused Predictor | {heap} | | {1e3 * lp['reused']:.1f} | 1.00× |")
         print(f"| fresh DefiNetRelaxer(atoms, host) | {heap} | {1e3 * lp['first']:.0f} | "
-              f"{1e3 * lp['fresh']:.1f} | {lp['fresh'] / lp['reused']:.2f}× |")
+              f"{1e3 * lp['fresh']:.1f} | {lp['ratio']:.2f}× |")
     base = loops[0]["reused"]
     print(f"\nmalloc: reused Predictor {1e3 * base:.1f} ms with glibc's default, "
           f"{1e3 * loops[1]['reused']:.1f} ms after keep_freed_memory "
