@@ -117,8 +117,7 @@ def resolve_host(host: Atoms | str, atoms: Atoms) -> Atoms:
     host = load_host(host)
     if isinstance(host, Atoms):
         return host
-    from .data.hosts import unit_cell
-    uc = unit_cell(host)
+    uc = _builtin_unit_cell(host).copy()
     # Built-in hosts take the defect cell's c vector: only the in-plane
     # lattice must tile; the layer height is found by registration.
     uc.set_cell(np.vstack([uc.cell[:2], atoms.cell[2]]), scale_atoms=False)
@@ -146,9 +145,10 @@ def load_host(host: Atoms | str) -> Atoms | str:
     if _is_builtin(name):
         return name
     if Path(name).exists():
-        from ase.io import read
-        try:
-            return read(name)
+        st = Path(name).stat()
+        try:   # a loop passing the same file reads it once (again when it changes)
+            return _read_host_file(str(Path(name).resolve()), st.st_mtime_ns,
+                                   st.st_size).copy()
         except Exception as err:   # ASE readers raise anything on a garbage file
             from .errors import DataFormatError
             raise DataFormatError(f"cannot read host file {name}: "
@@ -158,6 +158,18 @@ def load_host(host: Atoms | str) -> Atoms | str:
     raise UnknownHostError(
         f"host {name!r} is neither a file nor a built-in host "
         f"({', '.join(HOSTS)})")
+
+
+@lru_cache(maxsize=16)
+def _read_host_file(path: str, mtime_ns: int, size: int) -> Atoms:
+    from ase.io import read
+    return read(path)
+
+
+@lru_cache(maxsize=16)
+def _builtin_unit_cell(name: str) -> Atoms:
+    from .data.hosts import unit_cell
+    return unit_cell(name)
 
 
 def _is_builtin(name) -> bool:

@@ -228,3 +228,30 @@ def test_host_preprocessing_is_reused_for_the_same_host(net):
             DefiNetRelaxer(atoms.copy(), host=h, model=net, logfile=None, strict=False).run()
         after = _host_sites.cache_info()
         assert after.misses == before.misses and after.hits >= before.hits + 3
+
+
+def test_host_file_is_read_once_per_version(net, tmp_path):
+    import os
+
+    from ase.io import write
+
+    from ase_definet.data.defects import apply_defects
+    from ase_definet.data.hosts import build_host
+    from ase_definet.match import _read_host_file
+    pristine = build_host("MoS2", 4)
+    atoms = apply_defects(pristine, [0], [("vacancy", "Mo", None)])
+    path = tmp_path / "POSCAR"
+    write(path, pristine, format="vasp")
+    before = _read_host_file.cache_info()
+    runs = []
+    for _ in range(3):
+        a = atoms.copy()
+        DefiNetRelaxer(a, host=str(path), model=net, logfile=None, strict=False).run()
+        runs.append(a.positions)
+    after = _read_host_file.cache_info()
+    assert after.misses == before.misses + 1 and after.hits >= before.hits + 2
+    assert np.array_equal(runs[0], runs[2])
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # the file changed
+    DefiNetRelaxer(atoms.copy(), host=str(path), model=net, logfile=None, strict=False).run()
+    assert _read_host_file.cache_info().misses == before.misses + 2
