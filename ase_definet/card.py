@@ -25,8 +25,8 @@ import json
 import os
 import platform
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .breakdown import strata_markdown, worse_lines
 from .reproduce import reproduce_line
@@ -308,6 +308,7 @@ def card_readme(card: dict) -> str:
     """The model card as the ``weights/README.md`` text."""
     t = card["training"]
     d = card["data"]
+    recipe = {k: v for k, v in (t.get('recipe') or {}).items() if k != 'model'}
     lines = [
         f"# Shipped weights: `{card['name']}`", "",
         card["summary"] + ".", "",
@@ -330,7 +331,7 @@ def card_readme(card: dict) -> str:
         f"best validation MAE {t['best_val_mae']:.4f} Å"
         + (f" (epoch {t['best_epoch']})" if "best_epoch" in t else ""),
         *_history_lines(t),
-        f"- recipe: `{json.dumps({k: v for k, v in (t.get('recipe') or {}).items() if k != 'model'})}`",
+        f"- recipe: `{json.dumps(recipe)}`",
         f"- reproduce: {reproduce_line(card)} (data: `{d['source']}/recipe.sh`)", "",
         "## Test metrics (Å; model / Dummy (improvement))",
         "Dummy = the unrelaxed structure as prediction. MAE over x, y, z of all real atoms; "

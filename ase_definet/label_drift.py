@@ -123,7 +123,8 @@ def drift_markdown(drift: dict, test: dict | None = None,
               "drift / Dummy MAE |", "|---|---|---|---|---|"]
     for g, b in drift["groups"].items():
         lines.append(f"| {g} | {b['n']} | {fmt_num(b['drift'], '.4f')} | "
-                     f"{fmt_num(b['dummy'], '.4f')} | {fmt_num(b['drift_pct_of_dummy'], '.0f')} % |")
+                     f"{fmt_num(b['dummy'], '.4f')} | "
+                     f"{fmt_num(b['drift_pct_of_dummy'], '.0f')} % |")
     return "\n".join(lines)
 
 

@@ -56,7 +56,8 @@ def targets_markdown(card: dict) -> str:
                   and de <= TARGETS["dE_meV"])
             lines.append(f"| residual steps to fmax {fmax} eV/Å{label} | {n} | "
                          f"{fmt_num(red)} % fewer (medians; per structure "
-                         f"{fmt_num(r.get('median_reduction_pct'))} %) | max abs(ΔE) {fmt_num(de)} meV "
+                         f"{fmt_num(r.get('median_reduction_pct'))} %) | "
+                         f"max abs(ΔE) {fmt_num(de)} meV "
                          f"(median {fmt_num(r.get('dE_meV_median'))}) | "
                          f"≥ {TARGETS['residual']:.0f} %, ≤ {TARGETS['dE_meV']:.0f} meV | "
                          f"{_verdict(ok)} |")

@@ -7,9 +7,9 @@ mean over groups (every group counts once, as the model card's targets do) and
 how many groups reach the card's targets, both over the groups all reports
 have. Reports that break groups down by concentration (``strata``) get a second
 table: per group the concentration-balanced improvement and the share of
-structures predicted worse than the Dummy. Or all are ``definet residual --json`` files: per fmax, overall and per
-density, the reduction in median steps and the largest energy difference between
-the two end points.
+structures predicted worse than the Dummy. Or all are ``definet residual --json``
+files: per fmax, overall and per density, the reduction in median steps and the
+largest energy difference between the two end points.
 """
 from __future__ import annotations
 

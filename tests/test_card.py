@@ -282,7 +282,8 @@ def test_card_shows_strata_worse_counts_and_label_drift():
     rows = [line for line in text.splitlines() if line.startswith("| MoS2/high |")]
     assert rows[0].startswith("| MoS2/high | 2.5 % | 1 | 0.0100 | 0.1000 | +90.0 |")
     assert rows[1].startswith("| MoS2/high | 12.5 % | 1 |") and "1 of 1 (100.0 %)" in rows[1]
-    assert rows[2].startswith("| MoS2/high | balanced (2 strata) |  |  |  | -5.0 |")  # (90 - 100) / 2
+    # (90 - 100) / 2
+    assert rows[2].startswith("| MoS2/high | balanced (2 strata) |  |  |  | -5.0 |")
     assert "| MoS2/low | 2 defects | 1 |" in text
     assert "| MoS2/low | balanced = group mean |  |  |  | +85.0 |" in text
     assert ("Structures whose model MAE exceeds the Dummy's: overall: 1 of 4 (25.0 %); "
@@ -324,7 +325,8 @@ def test_rescore_card_replaces_the_test_sections_and_says_which_split(tmp_path, 
     assert "trained on split 1/1 train/val (`m.split.json`); test metrics on the 4 test " \
         "structures of `s-v2.json`" in text
     # the residual study keeps its own structures and says from which split
-    assert "Residual steps with chgnet + BFGS on 20 test structures of `m.split.json` (median;" in text
+    assert ("Residual steps with chgnet + BFGS on 20 test structures of `m.split.json` "
+            "(median;") in text
     assert "| test, MoS2/low | 2 |" in text and "WSe2/low" not in text
     # the same from the command line, from a card JSON
     (tmp_path / "card.json").write_text(json.dumps(card))
