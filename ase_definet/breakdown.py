@@ -5,11 +5,13 @@ the defect concentration, so a test split that holds more dilute structures
 scores better without a better model. This module splits every
 ``material/density`` group of an evaluation report into strata:
 
-* high density: the defect concentration ``info["fraction"]`` (2.5, 5, 7.5,
-  10, 12.5 % of the sites in 2DMD), labelled ``"2.5 %"`` …;
+* high density: the defect concentration (2.5, 5, 7.5, 10, 12.5 % of the
+  sites in 2DMD), labelled ``"2.5 %"`` …: ``info["fraction"]`` where the data
+  recorded it, else defect sites per host site (the record's ``fraction``);
 * low density: the number of defect sites (1–3 in 2DMD), labelled
   ``"1 defect"``, ``"2 defects"`` …: its concentrations are all below 1.6 %;
-* a structure without a recorded fraction: one stratum, ``"all"``.
+* a record without a fraction (a report older than the strata): one stratum,
+  ``"all"``.
 
 Per group it gives the **concentration-balanced mean**: the mean over the
 group's strata of each stratum's improvement over the Dummy (every stratum

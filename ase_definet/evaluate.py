@@ -81,6 +81,15 @@ def _positions(pred) -> np.ndarray:
     return np.asarray(getattr(pred, "positions", pred), float)
 
 
+def _fraction(sample: Sample, pred) -> float:
+    """Defect concentration: the recorded ``info["fraction"]``, else defect sites per
+    host site (2DMD's own files record no fraction)."""
+    if sample.info.get("fraction") is not None:
+        return float(sample.info["fraction"])
+    match = getattr(pred, "match", None) or sample.match
+    return len(match.defect_positions) / max(len(match.host), 1)
+
+
 def _defect_positions(sample: Sample, pred) -> np.ndarray:
     # The predictor already matched the structure; reuse it rather than match twice.
     match = getattr(pred, "match", None) or sample.match
@@ -97,7 +106,7 @@ def structure_record(sample: Sample, pred, radii: Sequence[float] = RADII) -> di
         "material": sample.info.get("material"),
         "density": sample.info.get("density"),
         "group": sample.group,
-        "fraction": sample.info.get("fraction"),
+        "fraction": _fraction(sample, pred),
         "n_atoms": len(sample.atoms),
         "n_defects": int(len(defects)),
         "model": structure_metrics(_positions(pred), true, sample.atoms, defects, radii),

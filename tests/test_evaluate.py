@@ -177,3 +177,12 @@ def test_saved_report_summarized_again_from_its_records(samples, tmp_path):
         assert again[part] == back[part], part
     assert back["per_structure"][0]["model"]["a0.1"] is None   # NaN (a lone vacancy), as null
     assert back["groups"]["Cu/low"]["worse_than_dummy"]["n"] == 2
+
+
+def test_concentration_without_a_recorded_fraction_is_defect_sites_per_host_site(samples):
+    """2DMD's own files record no fraction: the report counts defect sites per host
+    site instead (the Cu cell: 32 sites; "both" has a vacancy and a substitution)."""
+    assert all("fraction" not in s.info for s in samples)
+    report = evaluate_predictions(samples, [s.relaxed for s in samples])
+    assert [r["fraction"] for r in report["per_structure"]] == [1 / 32, 1 / 32, 2 / 32]
+    assert list(report["strata"]["Cu/high"]["rows"]) == ["6.25 %"]
