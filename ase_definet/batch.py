@@ -29,7 +29,8 @@ def relax_many(structures: Iterable[Atoms], host, predictor: Predictor,
                batch_size: int = 8, calculator=None, fmax: float = 0.05,
                steps: int = 1000, optimizer: str = "BFGS", on_violation: str = "revert",
                min_distance_fraction: float = MIN_DISTANCE_FRACTION,
-               max_displacement: float = MAX_DISPLACEMENT) -> Iterator[list[Atoms]]:
+               max_displacement: float = MAX_DISPLACEMENT,
+               start: str = "prediction") -> Iterator[list[Atoms]]:
     """Yield batches of pre-relaxed structures (copies; inputs are not modified).
 
     Predictions pass the same sanity checks and ``on_violation`` policy as
@@ -41,8 +42,11 @@ def relax_many(structures: Iterable[Atoms], host, predictor: Predictor,
     With ``calculator`` (anything :func:`~ase_definet.calculators.make_calculator`
     accepts), each prediction is finished with residual ``optimizer`` steps to
     ``fmax``; ``atoms.info`` then also holds ``definet_residual_steps`` and
-    ``definet_converged``. Without one, predictions are batched ``batch_size`` at a
-    time; with one, each structure is relaxed in turn (the calculator dominates).
+    ``definet_converged``; ``start="lower"`` begins those steps from the lower in
+    energy of the prediction and the unrelaxed input (one extra calculator call;
+    ``definet_start`` and both energies recorded, see ``DefiNetRelaxer``). Without
+    a calculator, predictions are batched ``batch_size`` at a time; with one, each
+    structure is relaxed in turn (the calculator dominates).
     """
     from .relax import DefiNetRelaxer
     check_policy(on_violation)
@@ -65,7 +69,7 @@ def relax_many(structures: Iterable[Atoms], host, predictor: Predictor,
             a.calc = calc
             r = DefiNetRelaxer(a, host, model=predictor, logfile=None, optimizer=optimizer,
                                on_violation=on_violation, threads=predictor.threads,
-                               **limits)
+                               start=start, **limits)
             a.info["definet_converged"] = bool(r.run(fmax=fmax, steps=steps))
             a.info["definet_residual_steps"] = int(r.nsteps)
         return out

@@ -176,7 +176,7 @@ def _cmd_relax(args) -> int:
             for frames in relax_many(inputs, host, predictor,
                                      batch_size=args.batch_size, calculator=args.calculator,
                                      fmax=args.fmax, steps=args.steps,
-                                     on_violation=args.on_violation):
+                                     on_violation=args.on_violation, start=args.start):
                 # opened at the first result: a run that fails first writes nothing
                 writer = writer or FrameWriter(args.output, fmt)
                 writer.write(frames)
@@ -402,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="force threshold of the residual steps in eV/Å (with --calculator)")
     r.add_argument("--steps", type=int, default=1000,
                    help="cap on the residual steps per structure (with --calculator)")
+    r.add_argument("--start", default="prediction", choices=("prediction", "lower"),
+                   help="with --calculator: start the residual steps from the prediction, "
+                        "or from the lower in energy of the prediction and the input (one "
+                        "extra calculator call; never a start above doing nothing)")
     r.add_argument("--quiet", action="store_true",
                    help="no progress bar and no per-structure lines (the total line "
                         "and the output files are still printed)")

@@ -22,6 +22,9 @@ from .labels import marker_counts
 from .optimizers import optimizer_class
 from .process import check_threads, torch_threads
 
+#: where the residual steps may start (``DefiNetRelaxer(start=...)``)
+STARTS = ("prediction", "lower")
+
 __all__ = ["DefiNetRelaxer", "POLICIES"]
 
 
@@ -66,6 +69,14 @@ class DefiNetRelaxer(BaseDynamics):
         Refuse elements/defect types outside the model card (default True).
     deterministic : bool
         Deterministic GPU kernels.
+    start : {"prediction", "lower"}
+        Where the residual steps start when a calculator is attached:
+        ``"prediction"`` (default), or ``"lower"``: the calculator's energy is
+        evaluated at the unrelaxed input too (one extra calculator call) and the
+        steps start from whichever is lower, so the calculator is never handed
+        a start above doing nothing. ``atoms.info`` records ``definet_start``
+        and both energies (``definet_energy_prediction``,
+        ``definet_energy_unrelaxed``, eV).
     threads : int, optional
         torch threads while :meth:`run` / :meth:`irun` execute (the prediction and,
         with a torch calculator such as CHGNet, the residual steps), restored
@@ -81,8 +92,11 @@ class DefiNetRelaxer(BaseDynamics):
                  min_distance_fraction: float = MIN_DISTANCE_FRACTION,
                  max_displacement: float = MAX_DISPLACEMENT, strict: bool = True,
                  deterministic: bool = False, append_trajectory: bool = False,
-                 threads: int | None = None):
+                 threads: int | None = None, start: str = "prediction"):
         check_policy(on_violation)
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+        self.start = start
         self.threads = check_threads(threads)
         super().__init__(atoms, logfile=logfile, trajectory=None)
         self._logfile_arg = logfile
@@ -104,6 +118,7 @@ class DefiNetRelaxer(BaseDynamics):
         self.report = None
         self.timings: dict[str, float] = {}
         self.fallback = None
+        self.unrelaxed: np.ndarray | None = None
 
     # ------------------------------------------------------------ ASE API
     def todict(self) -> dict:
@@ -136,6 +151,8 @@ class DefiNetRelaxer(BaseDynamics):
             if self.atoms.calc is None:
                 yield True
                 return
+            if self.start == "lower" and self.nsteps == 0:
+                self._choose_lower_start()
             yield from self._residual(fmax, steps, traj)
         finally:
             if traj is not None:
@@ -157,6 +174,7 @@ class DefiNetRelaxer(BaseDynamics):
         :func:`~ase_definet.checks.apply_prediction`, as in batch relaxation.
         """
         t0 = time.perf_counter()
+        self.unrelaxed = self.atoms.get_positions()
         pred = self.predictor.predict([self.atoms], self.host, tolerance=self.tolerance)[0]
         self.match = pred.match
         applied = apply_prediction(self.atoms, pred.positions, pred.match, self.on_violation,
@@ -170,6 +188,23 @@ class DefiNetRelaxer(BaseDynamics):
         if applied.warning:
             self.logfile.write(f"# WARNING: {applied.warning}\n")
         return self.prediction
+
+    def _choose_lower_start(self) -> None:
+        """Start the residual steps from the lower in energy of the prediction and
+        the unrelaxed input. The unrelaxed energy is the extra call; the
+        prediction's is computed last, so the optimizer's first step reuses it."""
+        self.atoms.set_positions(self.unrelaxed)
+        e_unrelaxed = float(self.atoms.get_potential_energy())
+        self.atoms.set_positions(self.prediction)
+        e_pred = float(self.atoms.get_potential_energy())
+        chosen = "prediction" if e_pred <= e_unrelaxed else "unrelaxed"
+        if chosen == "unrelaxed":
+            self.atoms.set_positions(self.unrelaxed)
+        self.atoms.info.update(definet_start=chosen, definet_energy_prediction=e_pred,
+                               definet_energy_unrelaxed=e_unrelaxed)
+        self.logfile.write(
+            f"DefiNet: start from the {chosen}: the prediction is "
+            f"{1e3 * (e_pred - e_unrelaxed):+.1f} meV from the unrelaxed input\n")
 
     def _residual(self, fmax: float, steps: int, traj):
         kwargs = dict(self.optimizer_kwargs)

@@ -85,11 +85,38 @@ def start_energy_gap(records: Sequence[dict], start: str = "predicted") -> dict:
             "higher": int((g > ENERGY_RESOLUTION_MEV).sum())}
 
 
+def with_lower_start(records: Sequence[dict]) -> list[dict] | None:
+    """Records with a ``"lower"`` start: the run from whichever of the prediction and
+    the unrelaxed input has the lower energy before the first step — what
+    ``DefiNetRelaxer(start="lower")`` does, at one extra calculator call per
+    structure (the energy at the input). None when a record lacks the energies."""
+    out = []
+    for r in records:
+        p, u = r.get("predicted", {}), r.get("unrelaxed", {})
+        if "energy_start" not in p or "energy_start" not in u:
+            return None
+        chosen = "predicted" if p["energy_start"] <= u["energy_start"] else "unrelaxed"
+        dist = {k: dict(v, lower=v.get("predicted") if chosen == "predicted" else 0.0)
+                for k, v in r.get("end_distance", {}).items()}
+        out.append(dict(r, lower=r[chosen], lower_from=chosen, end_distance=dist))
+    return out
+
+
 def summarize(records: Sequence[dict], fmax: Sequence[float]) -> dict:
-    """Per start (:data:`STARTS` present in the records): ``{start: {fmax: summary}}``."""
+    """Per start (:data:`STARTS` present in the records, and the energy-guarded
+    ``"lower"`` start where energies before the first step were recorded):
+    ``{start: {fmax: summary}}``; ``"lower"`` also counts how often it took the
+    unrelaxed input (``"from_unrelaxed"``) and its extra calculator calls."""
     starts = [s for s in STARTS if records and all(s in r for r in records)]
-    return {s: {fmax_key(f): summarize_threshold(records, f, s) for f in fmax}
-            for s in starts}
+    out = {s: {fmax_key(f): summarize_threshold(records, f, s) for f in fmax}
+           for s in starts}
+    lower = with_lower_start(records) if records else None
+    if lower is not None:
+        n_u = sum(r["lower_from"] == "unrelaxed" for r in lower)
+        out["lower"] = {fmax_key(f): dict(summarize_threshold(lower, f, "lower"),
+                                          from_unrelaxed=n_u, extra_calls=len(lower))
+                        for f in fmax}
+    return out
 
 
 def summarize_by_density(records: Sequence[dict], fmax: Sequence[float]) -> dict:
@@ -151,6 +178,13 @@ def format_residual(report: dict) -> str:
         return out
 
     lines += rows(report["summary"])
+    lower = (report.get("summary_by_start") or {}).get("lower")
+    if lower:
+        first = next(iter(lower.values()))
+        lines.append(f"from the lower in energy of prediction and input (start=\"lower\"; "
+                     f"took the input {first['from_unrelaxed']} of {report['n']} times, "
+                     f"{first['extra_calls']} extra calculator calls):")
+        lines += rows(lower)
     pre = (report.get("summary_by_start") or {}).get("pre_relaxed")
     if pre:
         p = report.get("pre_relax", {})
