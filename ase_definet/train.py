@@ -18,7 +18,7 @@ from .data.load import load_samples
 from .encoding import encode
 from .model import DefiNet, get_config
 from .trainer import TrainConfig, Trainer, dist_info
-from .weights import model_from_checkpoint, read_checkpoint
+from .weights import coverage, model_from_checkpoint, read_checkpoint
 
 __all__ = ["TrainConfig", "Trainer", "load_samples", "load_trained", "run_training", "train"]
 
@@ -117,7 +117,10 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
             "split": read_split(split_file) if split_file.exists() else None,
             "n_train": len(parts["train"]), "n_val": len(parts["val"]),
             "n_test": len(parts["test"]),
-            "groups": sorted({s.group for s in samples}), "excluded": exclude or []}
+            "groups": sorted({s.group for s in samples}), "excluded": exclude or [],
+            # elements, defect types and host scope of what the weights learn from,
+            # so a user-trained checkpoint is checked like a shipped one
+            "card": coverage(parts["train"])}
     summary = train(parts["train"], parts["val"], out, config, device=device,
                     resume=resume, meta=meta, progress=progress, init=init)
     return dict(summary, n_train=meta["n_train"], n_val=meta["n_val"],

@@ -52,13 +52,12 @@ def assert_same_record(a: dict, b: dict, atol: float = 2e-3) -> None:
     walk(a, b, "record")
 
 
-def strained(atoms, eps_a: float, eps_b: float | None = None):
-    """A copy with cell vectors a and b stretched by eps_a and eps_b (atoms follow)."""
+def strained(atoms, eps_x: float, eps_y: float | None = None):
+    """A copy stretched by eps_x along x and eps_y (default eps_x) along y, atoms
+    following: principal strains of exactly eps_x and eps_y."""
     out = atoms.copy()
-    cell = out.cell.array.copy()
-    cell[0] *= 1 + eps_a
-    cell[1] *= 1 + (eps_a if eps_b is None else eps_b)
-    out.set_cell(cell, scale_atoms=True)
+    f = np.diag([1 + eps_x, 1 + (eps_x if eps_y is None else eps_y), 1.0])
+    out.set_cell(out.cell.array @ f, scale_atoms=True)
     return out
 
 
