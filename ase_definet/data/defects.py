@@ -126,8 +126,8 @@ def _draw(spec: HostSpec, symbols: np.ndarray, n_defects: int,
 def generate_configs(host: Atoms, density: str, count: int, seed: int,
                      fractions: tuple[float, ...] = HIGH_DENSITY_FRACTIONS,
                      counts: tuple[int, ...] = LOW_DENSITY_COUNTS,
-                     max_tries: int = 1000, symmetry: str = "full"
-                     ) -> Iterator[DefectConfig]:
+                     max_tries: int = 1000, symmetry: str = "full",
+                     spec: HostSpec | None = None) -> Iterator[DefectConfig]:
     """Yield distinct random defect configurations on ``host``.
 
     Parameters
@@ -145,6 +145,9 @@ def generate_configs(host: Atoms, density: str, count: int, seed: int,
         Which images of a configuration count as the same: every operation of
         the supercell's space group (spglib), or lattice translations only
         (the rule of stores made before the full one; kept to reproduce them).
+    spec : HostSpec, optional
+        The host's defect types (default: the built-in host ``host.info["host"]``);
+        a host read from a file passes its own.
 
     Yields
     ------
@@ -155,7 +158,7 @@ def generate_configs(host: Atoms, density: str, count: int, seed: int,
         raise ValueError(f"density must be 'low' or 'high', got {density!r}")
     if symmetry not in ("full", "translations"):
         raise ValueError(f"symmetry must be 'full' or 'translations', got {symmetry!r}")
-    spec = host_spec(host.info["host"])
+    spec = spec or host_spec(host.info["host"])
     supercell = tuple(int(v) for v in host.info["supercell"])
     symbols = np.array(host.get_chemical_symbols())
     table = site_permutations(host) if symmetry == "full" else translation_table(host)

@@ -12,7 +12,10 @@ configurations that differ only by a lattice translation.
 """
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -39,8 +42,12 @@ class HostSpec:
     supercell : tuple of int
         The 2DMD supercell (Table 1).
     unit : ase.Atoms, optional
-        A ready unit cell (any crystal, 3D included) for hosts registered with
-        :func:`register_host`; the 2D fields ``a``, ``b``, ``basis`` are then unused.
+        A ready unit cell (any crystal, 3D included) for hosts read from a file
+        (:func:`file_host`) or registered with :func:`register_host`; the 2D fields
+        ``a``, ``b``, ``basis`` are then unused.
+    digest : str
+        Content hash of a host read from a file (unit cell and defect types); it
+        is part of the host's key in a store, so two files of one name never mix.
     """
 
     name: str
@@ -51,6 +58,7 @@ class HostSpec:
     vacancies: tuple[str, ...]
     supercell: tuple[int, ...]
     unit: Atoms | None = None
+    digest: str = ""
 
     @property
     def defect_types(self) -> tuple[tuple[str, str, str | None], ...]:
@@ -126,14 +134,73 @@ def register_host(name: str, unit: Atoms, substitutions=(), vacancies=(),
     return spec
 
 
-def host_spec(name: str) -> HostSpec:
+def file_host(path: str | Path, supercell: tuple[int, ...],
+              defects: Iterable[tuple[str, str, str | None]],
+              name: str | None = None) -> HostSpec:
+    """A host read from any ASE-readable file, with the defect types asked for.
+
+    The spec carries its unit cell, so nothing needs registering: a job built
+    from it runs on any worker.
+
+    Parameters
+    ----------
+    path : path
+        Unit cell (or any cell to tile): CIF, POSCAR, extxyz, ... (``ase.io.read``).
+    supercell : tuple of int
+        Two repetitions make a 2D sheet: the cell is tiled in-plane and is not
+        periodic along c (the file's c is kept as the vacuum). Three tile a bulk
+        crystal, periodic along all three axes.
+    defects : iterable of ``("vacancy", el, None)`` / ``("substitution", el, new)``
+    name : str, optional
+        Host name in ids and labels (default: the file's stem).
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read as a structure, or ``supercell`` does not have
+        2 or 3 entries.
+    """
+    from ase.io import read
+    path = Path(path)
+    try:
+        unit = read(path)
+    except Exception as err:    # ASE raises many types for a file it cannot parse
+        raise ValueError(f"host file {str(path)!r} cannot be read as a structure: "
+                         f"{type(err).__name__}: {err}") from None
+    if len(supercell) not in (2, 3):
+        raise ValueError(f"supercell must be 2 (a sheet) or 3 (bulk) integers, "
+                         f"got {supercell!r}")
+    unit = Atoms(unit.numbers, positions=unit.positions, cell=unit.cell,
+                 pbc=(True, True, len(supercell) == 3))   # drop calculator, info, arrays
+    defects = tuple(defects)
+    return HostSpec(name or path.stem, (0.0, 0.0), (0.0, 0.0), (),
+                    tuple((a, b) for k, a, b in defects if k == "substitution"),
+                    tuple(a for k, a, _ in defects if k == "vacancy"),
+                    tuple(int(v) for v in supercell), unit, _digest(unit, defects))
+
+
+def _digest(unit: Atoms, defects: tuple) -> str:
+    """Hash of what a host's job list depends on: its cell, sites and defect types."""
+    h = hashlib.sha256()
+    for part in (unit.numbers.astype(np.int64), np.round(unit.cell.array, 6),
+                 np.round(unit.positions, 6), np.asarray(unit.pbc, bool)):
+        h.update(np.ascontiguousarray(part).tobytes())
+    h.update(repr(sorted(defects, key=repr)).encode())
+    return h.hexdigest()[:10]
+
+
+def host_spec(name: str | HostSpec) -> HostSpec:
     """Return the :class:`HostSpec` of a built-in host name or alias.
+
+    A :class:`HostSpec` (e.g. from :func:`file_host`) is returned as it is.
 
     Raises
     ------
     UnknownHostError
         If the name is not a built-in host.
     """
+    if isinstance(name, HostSpec):
+        return name
     key = ALIASES.get(name, name)
     if key not in HOSTS:
         raise UnknownHostError(
@@ -141,7 +208,7 @@ def host_spec(name: str) -> HostSpec:
     return HOSTS[key]
 
 
-def unit_cell(name: str, vacuum: float = 20.0) -> Atoms:
+def unit_cell(name: str | HostSpec, vacuum: float = 20.0) -> Atoms:
     """The unit cell of a built-in host, layer centred in ``vacuum`` Å along c."""
     spec = host_spec(name)
     if spec.unit is not None:
@@ -155,14 +222,15 @@ def unit_cell(name: str, vacuum: float = 20.0) -> Atoms:
                  pbc=(True, True, False))
 
 
-def build_host(name: str, supercell: tuple[int, int] | int | None = None,
-               vacuum: float = 20.0, unit: "Atoms | str | None" = None) -> Atoms:
+def build_host(name: str | HostSpec, supercell: tuple[int, int] | int | None = None,
+               vacuum: float = 20.0, unit: Atoms | str | None = None) -> Atoms:
     """Pristine n×m supercell of a built-in host.
 
     Parameters
     ----------
-    name : str
-        Built-in host name or alias (MoS2, WSe2, hBN, GaSe, InSe, BP).
+    name : str or HostSpec
+        Built-in host name or alias (MoS2, WSe2, hBN, GaSe, InSe, BP), or a spec
+        (:func:`file_host`).
     supercell : int, (int, int) or (int, int, int), optional
         Repetitions along a, b (and c); default the 2DMD supercell of Table 1.
     vacuum : float
@@ -188,7 +256,7 @@ def build_host(name: str, supercell: tuple[int, int] | int | None = None,
     if min(reps) < 1 or len(reps) != 3:
         raise ValueError(f"supercell must be 2 or 3 positive integers, got {supercell!r}")
     if unit is None:
-        uc = unit_cell(spec.name, vacuum)
+        uc = unit_cell(spec, vacuum)
     else:
         from .cif import read_cif
         uc = unit.copy() if isinstance(unit, Atoms) else read_cif(unit)
@@ -202,5 +270,6 @@ def build_host(name: str, supercell: tuple[int, int] | int | None = None,
     atoms.arrays["cell_index"] = np.column_stack(
         [c // (reps[1] * reps[2]), (c // reps[2]) % reps[1], c % reps[2]])
     atoms.info["host"] = spec.name
-    atoms.info["supercell"] = reps[:2] if reps[2] == 1 and spec.unit is None else reps
+    two_d = reps[2] == 1 and (spec.unit is None or not spec.unit.pbc[2])
+    atoms.info["supercell"] = reps[:2] if two_d else reps
     return atoms

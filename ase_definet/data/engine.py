@@ -1,0 +1,187 @@
+"""One scheduler for oracle jobs: dask.distributed, on this machine or a cluster.
+
+:func:`run_jobs` hands jobs to the workers of a ``dask.distributed`` cluster and
+appends each result to the store as it arrives. Without a scheduler it starts a
+``LocalCluster`` of ``workers`` processes with one thread each; with one
+(``tcp://HOST:PORT`` or a scheduler file) the same jobs run on that cluster's
+workers. ``workers=0`` runs them in this process (tests, debugging).
+
+Why a lost worker loses nothing: this process (the client) is the only writer
+of the store and writes a result once, when it arrives. A worker lost mid-job
+costs that job, which the scheduler hands to another worker; a stopped run
+(Ctrl-C, SIGTERM, a failing job) leaves complete frames only, and a rerun skips
+them.
+
+Why no run hangs silently: every worker runs a setup plugin
+(:class:`WorkerSetup`: worker tuning, torch threads, the oracle) before its first
+job, also a worker that joins or is restarted later; an error there (a calculator
+that fails at import) is raised here at once. A job that kills its worker (a
+crash, the nanny's memory limit) is retried elsewhere and, after
+``distributed.scheduler.allowed-failures`` deaths, stops the run naming it. A
+cluster without workers is an error after :data:`WAIT_FOR_WORKERS` seconds.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed
+from distributed.scheduler import KilledWorker
+
+from .manifest import SAMPLES, write_manifest
+from .store import append_frames
+
+#: seconds an existing cluster may take to show its first worker
+WAIT_FOR_WORKERS = 60.0
+#: seconds to wait for a scheduler to answer
+CONNECT_TIMEOUT = 20.0
+PLUGIN = "ase-definet-setup"
+
+
+class WorkerSetup(WorkerPlugin):
+    """Runs ``setup(own_process=True)`` on every worker before it takes a job."""
+
+    def __init__(self, setup: Callable[..., None]):
+        self.fn = setup
+
+    def setup(self, worker) -> None:
+        self.fn(own_process=True)
+
+
+def run_jobs(out: Path, tasks: list, work: Callable, record: Callable,
+             setup: Callable[..., None], workers: int, desc: str,
+             progress: bool = True, manifest_extra: dict | None = None,
+             manifest_every: float = 300.0, scheduler: str | None = None) -> dict:
+    """Run ``work(task)`` for every task and append ``record(*result)`` frames.
+
+    Parameters
+    ----------
+    out : Path
+        Store folder; ``samples.extxyz`` grows, ``manifest.json`` is rewritten at
+        the start, every ``manifest_every`` seconds while frames arrive (a SIGKILL
+        leaves it at most that stale) and on the way out, after an error too.
+    tasks : list
+        Picklable arguments of ``work``, which returns ``(key, result)`` with
+        ``result["converged"]`` and ``result["steps"]``.
+    setup : callable
+        ``setup(own_process=...)`` prepares a worker (True on cluster workers,
+        False in this process when ``workers`` is 0).
+    workers : int
+        Local worker processes (one thread each); 0 runs here. Unused with
+        ``scheduler``.
+    scheduler : str, optional
+        ``tcp://HOST:PORT`` (any dask address) or a scheduler file.
+
+    Returns
+    -------
+    dict
+        ``new``, ``not_converged`` and ``wall_time`` (s).
+    """
+    from tqdm.auto import tqdm
+    _terminate_cleanly()
+    bar = tqdm(total=len(tasks), disable=not progress, desc=desc, unit="struct",
+               smoothing=0.05)
+    counts = {"new": 0, "not_converged": 0}
+    t0 = last_manifest = time.time()
+    write_manifest(out, manifest_extra)
+    try:
+        with closing(_results(tasks, work, setup, workers, scheduler)) as results:
+            for key, res in results:
+                append_frames(out / SAMPLES, [record(key, res)])
+                counts["new"] += 1
+                counts["not_converged"] += int(not res["converged"])
+                bar.update(1)
+                bar.set_postfix(steps=res["steps"], nc=counts["not_converged"])
+                if time.time() - last_manifest >= manifest_every:
+                    write_manifest(out, manifest_extra)
+                    last_manifest = time.time()
+    finally:
+        bar.close()
+        write_manifest(out, manifest_extra)
+    counts["wall_time"] = round(time.time() - t0, 1)
+    return counts
+
+
+def _results(tasks: list, work: Callable, setup: Callable[..., None], workers: int,
+             scheduler: str | None) -> Iterator[tuple]:
+    if not tasks:      # nothing to do: start no cluster (each worker loads the oracle)
+        return
+    if workers <= 0 and scheduler is None:
+        setup(own_process=False)
+        yield from map(work, tasks)
+        return
+    with connect(workers, scheduler) as client:
+        client.register_plugin(WorkerSetup(setup), name=PLUGIN)
+        yield from _stream(client, work, tasks)
+
+
+def _stream(client: Client, work: Callable, tasks: list) -> Iterator[tuple]:
+    """Results in the order they finish, with a bounded number of jobs in flight."""
+    todo = iter(tasks)
+    running = as_completed()
+
+    def submit() -> None:
+        task = next(todo, None)
+        if task is not None:
+            running.add(client.submit(work, task, pure=False))
+
+    for _ in range(max(4, 2 * sum(client.nthreads().values()))):
+        submit()
+    try:
+        for fut in running:
+            try:
+                result = fut.result()
+            except KilledWorker as err:
+                raise RuntimeError(
+                    f"a job killed every worker that ran it (a crash or the memory "
+                    f"limit): {err}") from None
+            fut.release()
+            submit()
+            yield result
+    finally:        # an error, Ctrl-C or a closed generator: drop what is in flight
+        client.cancel(list(running.futures))
+
+
+@contextmanager
+def connect(workers: int, scheduler: str | None = None) -> Iterator[Client]:
+    """A client of a new ``LocalCluster`` (``workers`` processes) or of ``scheduler``.
+
+    Raises
+    ------
+    ValueError
+        If ``scheduler`` is neither an address nor an existing scheduler file.
+    TimeoutError
+        If the cluster shows no worker within :data:`WAIT_FOR_WORKERS` seconds.
+    """
+    if scheduler is None:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    if "://" in scheduler:
+        where = {"address": scheduler}
+    elif Path(scheduler).is_file():
+        where = {"scheduler_file": scheduler}
+    else:
+        raise ValueError(f"scheduler {scheduler!r} is neither an address "
+                         "(tcp://HOST:PORT) nor an existing scheduler file")
+    with Client(**where, timeout=CONNECT_TIMEOUT) as client:
+        try:
+            client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS)
+        except TimeoutError:
+            raise TimeoutError(f"the cluster at {scheduler} has no worker after "
+                               f"{WAIT_FOR_WORKERS:.0f} s") from None
+        yield client
+
+
+def _terminate_cleanly() -> None:
+    """Turn SIGTERM into SystemExit so the manifest is rewritten on the way out."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
