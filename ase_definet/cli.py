@@ -164,6 +164,12 @@ def _cmd_relax(args) -> int:
     from .match import load_host
     from .relax_io import InputFrames, failed_where, format_record, output_format, \
         structure_record
+    if any(Path(p).is_dir() for p in args.inputs):
+        return _cmd_relax_tree(args)
+    if args.inplace:
+        raise InputFileError("--inplace is for a folder input (a tree of POSCARs); "
+                             "for files, name the output with -o")
+    args.output = args.output or "relaxed.extxyz"
     fmt = output_format(args.output, args.format)     # refuse a bad -o before any work
     inputs = InputFrames(args.inputs)
     inputs.check()
@@ -193,6 +199,32 @@ def _cmd_relax(args) -> int:
             err.args = (f"{failed_where(inputs.sources[len(records):])}: {err}",)
         raise
     return _finish_relax(args, fmt, writer, records)
+
+
+def _cmd_relax_tree(args) -> int:
+    """``definet relax TREE``: every POSCAR of a doped/ShakeNBreak folder."""
+    from tqdm.auto import tqdm
+    from .errors import InputFileError
+    from .match import load_host
+    from .trees import EXIT_SKIPPED, check_output, format_table, relax_tree
+    if len(args.inputs) != 1:
+        raise InputFileError("give one folder (a doped or ShakeNBreak tree), or files "
+                             "only: " + " ".join(args.inputs))
+    if args.format not in (None, "vasp"):
+        raise InputFileError(f"a folder input is written back as POSCARs, not --format "
+                             f"{args.format}")
+    check_output(args.inputs[0], args.output, args.inplace)
+    host = load_host(args.host)
+    predictor = _predictor(args)
+    with tqdm(desc="relax", unit="POSCAR", disable=args.quiet, leave=False) as bar:
+        entries = relax_tree(args.inputs[0], host, predictor, output=args.output,
+                             batch_size=args.batch_size, progress=lambda e: bar.update(),
+                             calculator=args.calculator, fmax=args.fmax, steps=args.steps,
+                             on_violation=args.on_violation, start=args.start)
+    print(format_table(entries))
+    if any(e.status == "skipped" for e in entries):
+        return EXIT_SKIPPED
+    return EXIT_NOT_CONVERGED if any(e.converged is False for e in entries) else 0
 
 
 def _finish_relax(args, fmt: str, writer, records: list[dict]) -> int:
@@ -378,15 +410,27 @@ def build_parser() -> argparse.ArgumentParser:
                "exit status:\n"
                "  0 success; 2 bad input (the message names the file);\n"
                f"  {EXIT_NOT_CONVERGED} all outputs written, but some residual relaxation "
-               "stopped at\n    --steps without reaching --fmax (listed on stderr).")
-    r.add_argument("inputs", nargs="+", help="structure files; multi-frame files allowed")
+               "stopped at\n    --steps without reaching --fmax (listed on stderr);\n"
+               "  4 a TREE folder: the others written, but some POSCARs were skipped\n"
+               "    (an interstitial, an atom beyond --tolerance; reasons under the table).\n\n"
+               "defect-tool folders (doped, ShakeNBreak; docs/defect-tools.md):\n"
+               "  definet relax TREE --host BULK --inplace   writes each POSCAR back and\n"
+               "    keeps the original as POSCAR.unrelaxed (a rerun starts from it again\n"
+               "    and never overwrites it); -o DIR writes a mirror tree instead.")
+    r.add_argument("inputs", nargs="+",
+                   help="structure files (multi-frame files allowed), or one folder: "
+                        "every POSCAR under it (a doped or ShakeNBreak tree)")
     r.add_argument("--host", required=True,
                    help="pristine host: your own pristine cell (a file: supercell or "
                         "unit cell) or a built-in name (MoS2, WSe2, hBN, GaSe, InSe, BP)")
     _model_args(r)
-    r.add_argument("-o", "--output", default="relaxed.extxyz",
-                   help="output file; its extension picks the ASE format; several "
-                        "structures in a one-structure format go to OUT_0001.ext, ...")
+    r.add_argument("-o", "--output", default=None,
+                   help="output file (default: relaxed.extxyz); its extension picks the "
+                        "ASE format; several structures in a one-structure format go to "
+                        "OUT_0001.ext, ...; for a folder input, the mirror folder")
+    r.add_argument("--inplace", action="store_true",
+                   help="for a folder input: write each POSCAR back, the original kept "
+                        "beside it as POSCAR.unrelaxed")
     r.add_argument("--format", default=None, help="ASE output format (default: from -o)")
     r.add_argument("--batch-size", type=int, default=8,
                    help="structures per forward pass")
