@@ -85,7 +85,7 @@ def test_wheel_metadata_license_and_extras(wheel):
              if "extra ==" not in r}
     # relaxing one file needs none of the test or oracle packages
     assert {"torch", "ase", "spglib"} <= plain
-    assert not plain & {"pytest", "hypothesis", "chgnet", "matplotlib", "e3nn", "dask"}
+    assert not plain & {"pytest", "hypothesis", "chgnet", "matplotlib", "e3nn", "dask-jobqueue"}
 
 
 def test_installed_wheel_lists_its_model_from_any_folder(wheel, tmp_path):
@@ -116,7 +116,7 @@ def test_installed_wheel_lists_its_model_from_any_folder(wheel, tmp_path):
 _WITHOUT_EXTRAS = """
 import sys
 EXTRAS = {"chgnet", "pymatgen", "pandas", "plotly", "hypothesis", "pytest", "matplotlib",
-          "e3nn", "dask", "distributed", "dask_jobqueue", "sevenn"}
+          "e3nn", "dask_jobqueue", "sevenn"}
 
 class NoExtras:
     def find_spec(self, name, path=None, target=None):
