@@ -134,6 +134,15 @@ def _round(x, digits: int = 4):
 def host_scope(host: Atoms, pbc=None) -> dict:
     """The JSON-able scope record of one pristine host (see the module text).
 
+    Keys: ``formula``, ``elements``, ``dimensionality`` and ``kind`` (bulk,
+    sheet, wire, molecule), ``pbc`` as given, ``periodic_axes`` (periodic and
+    filled) and ``vacuum_axes`` (open: not periodic, or more than
+    :data:`~ase_definet.lattice.VACUUM_GAP` Å empty), ``lattice`` (lengths in Å
+    and angles in ° of the reduced primitive cell of the periodic axes),
+    ``atoms_per_cell``, ``nn_distance`` (Å) and ``sites`` (one fingerprint per
+    inequivalent site: ``element``, ``cn``, ``shell`` (first-shell species
+    counts), ``distances`` (/ ``nn_distance``), ``cosines``).
+
     ``pbc`` overrides the host's own periodicity (prediction uses
     ``atoms.pbc | host.pbc``). The record is the same for a unit cell, any
     supercell of it, and rotated or translated copies.
