@@ -43,7 +43,9 @@ class TreeEntry:
 
     ``status`` is ``"pending"``, ``"relaxed"``, ``"reverted"`` (the prediction
     failed the sanity checks; the input positions were written), ``"pristine"``
-    (no defect found: left as is) or ``"skipped"`` (``reason`` says why).
+    (no defect found: left as is) or ``"skipped"`` (``reason`` says why, ``error``
+    names the exception class). ``residual_steps`` and ``converged`` are set
+    with a calculator; ``output`` is the POSCAR written.
     """
 
     root: Path
@@ -240,7 +242,8 @@ def format_table(entries: list[TreeEntry]) -> str:
     for e in entries:
         status = e.status
         if e.converged is not None:
-            status += (f", {e.residual_steps} steps"
+            n = e.residual_steps
+            status += (f", {n} step{'' if n == 1 else 's'}"
                        + ("" if e.converged else ", NOT converged"))
         rows.append((str(e.rel), e.defect or "-", e.charge or "-", status,
                      "-" if e.max_move is None else f"{e.max_move:.3f}"))

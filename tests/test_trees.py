@@ -211,3 +211,32 @@ def test_relax_help_documents_the_skipped_exit_status():
                and "relax" in a.choices)
     text = sub.choices["relax"].format_help()
     assert f"{EXIT_SKIPPED} a TREE folder" in text and "POSCAR.unrelaxed" in text
+
+
+# ----------------------------------------------------------------- with a calculator
+
+def test_calculator_finishes_each_poscar_and_not_converged_is_exit_3(tmp_path, ckpt,
+                                                                     capsys):
+    """EMT has no Si, so a Cu tree in ShakeNBreak's layout (written here): a vacancy."""
+    from ase.build import bulk
+    from ase_definet.cli import EXIT_NOT_CONVERGED
+    host = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    write(tmp_path / "Cu.vasp", host, format="vasp", direct=True)
+    folder = tmp_path / "tree" / "v_Cu_0" / "Unperturbed"
+    folder.mkdir(parents=True)
+    defect = host.copy()
+    del defect[5]
+    write(folder / "POSCAR", defect, format="vasp", direct=True)
+    args = ["relax", str(tmp_path / "tree"), "--host", str(tmp_path / "Cu.vasp"),
+            "--model", str(ckpt), "--threads", "1", "--quiet", "--inplace",
+            "--calculator", "emt", "--fmax", "0.05"]
+    assert main(args) == 0
+    row = _rows(capsys.readouterr().out)["v_Cu_0/Unperturbed/POSCAR"]
+    assert row[:3] == ["v_Cu", "0", "relaxed,"] and re.fullmatch(r"\d+", row[3])
+    from ase.calculators.emt import EMT
+    out = read(folder / "POSCAR", format="vasp")
+    out.calc = EMT()
+    assert np.linalg.norm(out.get_forces(), axis=1).max() < 0.05 + 1e-6
+    # one step cap: written, flagged NOT converged, exit 3 (from the original again)
+    assert main(args + ["--steps", "1"]) == EXIT_NOT_CONVERGED
+    assert "relaxed, 1 step, NOT converged" in capsys.readouterr().out
