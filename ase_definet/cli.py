@@ -77,12 +77,11 @@ def _csv(text: str) -> list[str]:
 
 
 def _cmd_generate(args) -> int:
-    from .data.generate import generate
-    summary = generate(args.out, args.materials, args.density, args.count,
-                       supercell=args.supercell, calculator=args.calculator,
-                       workers=args.workers, threads=args.threads, seed=args.seed,
-                       fmax=args.fmax, steps=args.steps, progress=not args.quiet,
-                       limit=args.limit, seed_scheme=args.seed_scheme)
+    from .data.recipe import FIELDS, run_recipe
+    given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+    summary = run_recipe(args.out, given, workers=args.workers, threads=args.threads,
+                         limit=args.limit, progress=not args.quiet,
+                         scheduler=args.scheduler, recipe_file=args.recipe)
     print(json.dumps(summary))
     return 0
 
@@ -346,25 +345,66 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the versions of ase_definet, torch and ase, and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="make defect structures and relax them with an "
-                       "oracle calculator (resumable)")
-    g.add_argument("--materials", type=_csv, default=["MoS2", "WSe2"],
-                   help="comma-separated built-in hosts (MoS2,WSe2,hBN,GaSe,InSe,BP)")
-    g.add_argument("--density", choices=("low", "high"), default="low",
-                   help="low: 1-3 defects per structure; high: 2.5-12.5 %% of the sites")
-    g.add_argument("--count", type=int, required=True,
-                   help="low: structures per material; high: per concentration")
-    g.add_argument("--supercell", type=int, default=None,
-                   help="n for an n×n supercell (default: Table 1 of the paper)")
-    g.add_argument("--calculator", default="chgnet",
-                   help="chgnet, sevenn, emt or module:function")
-    g.add_argument("--workers", type=int, default=1, help="oracle relaxation processes")
+    g = sub.add_parser(
+        "generate", help="make defect structures and relax them with an oracle "
+        "calculator (resumable)",
+        description="Make defect structures of a built-in host (--materials) or of any\n"
+        "host file (--host), relax them with an oracle calculator and store them\n"
+        "(resumable: rerun the same command to continue).\n\n"
+        "The fields of a data set can come from a recipe file (--recipe, TOML or\n"
+        "JSON, field names as the flags: host, supercell, defects, density,\n"
+        "concentrations, count, seed, calculator, fmax, steps); flags given\n"
+        "override it. A bad recipe is refused before any work, and no folder is\n"
+        "made. Jobs run on dask.distributed: a local cluster of --workers\n"
+        "processes, or an existing cluster with --scheduler (docs/distributed.md).",
+        epilog="examples:\n"
+        "  definet generate --host GaN.cif --supercell 3x3x3 \\\n"
+        "      --defects vacancy:Ga,vacancy:N,substitution:Ga>Al \\\n"
+        "      --concentrations 0.02,0.05 --count 10 --out gan\n"
+        "  definet generate --host MoTe2.cif --supercell 6x6 "
+        "--defects vacancy:Te --count 50 --out mote2\n"
+        "  definet generate --recipe recipe.toml --out DIR\n"
+        "  definet generate --materials MoS2 --count 100 --scheduler tcp://HOST:8786 "
+        "--out DIR")
+    g.add_argument("--recipe", default=None, metavar="FILE",
+                   help="recipe file (.toml or .json) with the data set's fields")
+    g.add_argument("--host", default=None, metavar="FILE",
+                   help="host crystal in any ASE-readable format (CIF, POSCAR, extxyz, "
+                        "...); needs --supercell and --defects")
+    g.add_argument("--materials", type=_csv, default=None,
+                   help="comma-separated built-in hosts (MoS2,WSe2,hBN,GaSe,InSe,BP); "
+                        "default MoS2,WSe2 when no --host is given")
+    g.add_argument("--supercell", default=None,
+                   help="NxM tiles a 2D sheet (vacuum along c), NxMxK a bulk crystal; "
+                        "N alone: NxN (default for built-ins: Table 1 of the paper)")
+    g.add_argument("--defects", default=None,
+                   help="defect types of --host, e.g. "
+                        "vacancy:Ga,vacancy:N,substitution:Ga>Al")
+    g.add_argument("--density", choices=("low", "high"), default=None,
+                   help="low: 1-3 defects per structure; high: --concentrations "
+                        "(default 2.5-12.5 %%) of the sites; default low, or high "
+                        "with --concentrations")
+    g.add_argument("--concentrations", default=None,
+                   help="high-density defects per host site, e.g. 0.02,0.05")
+    g.add_argument("--count", type=int, default=None,
+                   help="low: structures per host; high: per concentration "
+                        "(needed here or in the recipe)")
+    g.add_argument("--calculator", default=None,
+                   help="oracle: chgnet (default), sevenn, emt or module:function")
+    g.add_argument("--workers", type=int, default=1,
+                   help="local dask worker processes, one thread each; 0 relaxes in "
+                        "this process")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on an existing dask cluster: tcp://HOST:PORT or a "
+                        "scheduler file (--workers is then unused)")
     g.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    g.add_argument("--seed", type=int, default=0, help="random seed of the defect sampling")
-    g.add_argument("--fmax", type=float, default=0.01,
-                   help="oracle force threshold in eV/Å")
-    g.add_argument("--steps", type=int, default=1000,
-                   help="oracle step cap; runs that hit it are kept out of training")
+    g.add_argument("--seed", type=int, default=None,
+                   help="random seed of the defect sampling (default 0)")
+    g.add_argument("--fmax", type=float, default=None,
+                   help="oracle force threshold in eV/Å (default 0.01)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="oracle step cap (default 1000); runs that hit it are kept "
+                        "out of training")
     g.add_argument("--limit", type=int, default=None,
                    help="stop after this many new structures")
     g.add_argument("--seed-scheme", choices=("v2", "legacy"), default=None,

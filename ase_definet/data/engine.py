@@ -158,9 +158,16 @@ def connect(workers: int, scheduler: str | None = None) -> Iterator[Client]:
         If the cluster shows no worker within :data:`WAIT_FOR_WORKERS` seconds.
     """
     if scheduler is None:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
-                Client(cluster) as client:
+        try:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"local dask workers failed to start ({err}; a worker's own error is "
+                "printed above). Each worker process imports the script that started "
+                "the run: run it under `if __name__ == \"__main__\":`, or start the "
+                "workers yourself (dask scheduler, dask worker) and pass scheduler=") from err
+        with cluster, Client(cluster) as client:
             yield client
         return
     if "://" in scheduler:
