@@ -240,3 +240,18 @@ def test_calculator_finishes_each_poscar_and_not_converged_is_exit_3(tmp_path, c
     # one step cap: written, flagged NOT converged, exit 3 (from the original again)
     assert main(args + ["--steps", "1"]) == EXIT_NOT_CONVERGED
     assert "relaxed, 1 step, NOT converged" in capsys.readouterr().out
+
+
+def test_structures_outside_the_model_card_are_skipped_not_fatal(snb, capsys):
+    """The shipped model covers six 2D monolayers: each Si POSCAR is refused by its
+    card, reported with the reason, and nothing is written."""
+    before = {p: p.read_bytes() for p in snb.rglob("POSCAR")}
+    code = main(["relax", str(snb), "--host", str(HOST), "--threads", "1", "--quiet",
+                 "--inplace", "--tolerance", TOL])
+    out = capsys.readouterr().out
+    assert code == EXIT_SKIPPED
+    assert {s for _, _, s, _ in _rows(out).values()} == {"skipped"}
+    assert re.search(r"^skipped: v_Si_0/Unperturbed/POSCAR: elements \['Si'\] are not in "
+                     r"the model card .*--no-strict", out, re.M)
+    assert {p: p.read_bytes() for p in snb.rglob("POSCAR")} == before
+    assert not list(snb.rglob(ORIGINAL))
