@@ -215,3 +215,21 @@ def test_a_job_that_kills_its_workers_stops_a_local_run_naming_it(site, tmp_path
                        workers=1, progress=False)
     assert time.time() - t0 < 90
     assert read_frames(tmp_path / "store" / SAMPLES) == []
+
+
+NO_GUARD = """
+from ase_definet.data.recipe import run_recipe
+run_recipe({out!r}, {fields!r}, workers=1, progress=False)
+"""
+
+
+def test_a_script_without_a_main_guard_fails_fast_naming_the_guard(site, tmp_path):
+    """Spawned workers re-import such a script; the run said nothing for minutes."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(NO_GUARD.format(out=str(tmp_path / "store"), fields=_fields(site, 2)))
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode != 0 and time.time() - t0 < 90
+    assert "local dask workers failed to start" in proc.stderr
+    assert 'if __name__ == "__main__":' in proc.stderr
