@@ -168,3 +168,35 @@ def test_defect_spelling_round_trips():
     with pytest.raises(ValueError, match="cannot replace itself"):
         parse_defects("substitution:Ga>Ga")
     assert np.isscalar(make_recipe({"count": 1, "supercell": "8"}).supercell)
+
+
+WITHOUT_DASK = """
+import sys
+
+class NoDask:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("dask", "distributed"):
+            raise ImportError(f"{{name}} is an extra")
+
+sys.meta_path.insert(0, NoDask())
+from ase_definet.data.recipe import run_recipe
+fields = {fields!r}
+print(run_recipe({out!r}, fields, workers=0, progress=False)["new"])
+try:
+    run_recipe({out!r}, dict(fields, count=2), workers=1, progress=False)
+except ImportError as err:
+    print(err)
+"""
+
+
+def test_without_the_dask_extra_workers_0_runs_and_workers_name_the_extra(tmp_path,
+                                                                          cu_file):
+    import subprocess
+    import sys
+    fields = {"host": str(cu_file), "supercell": "2x2x2", "defects": "vacancy:Cu",
+              "count": 1, "calculator": "emt"}
+    code = WITHOUT_DASK.format(fields=fields, out=str(tmp_path / "store"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True).stdout.splitlines()
+    assert out[0] == "1"
+    assert "pip install 'ase_definet[dask]' (or run with workers=0)" in out[1]

@@ -29,8 +29,12 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from distributed import Client, LocalCluster, WorkerPlugin, as_completed
-from distributed.scheduler import KilledWorker
+try:
+    from distributed import Client, LocalCluster, WorkerPlugin, as_completed
+    from distributed.scheduler import KilledWorker
+except ImportError:     # the dask extra is not installed: only workers=0 can run
+    Client = LocalCluster = as_completed = KilledWorker = None
+    WorkerPlugin = object
 
 from .manifest import SAMPLES, write_manifest
 from .store import append_frames
@@ -114,6 +118,9 @@ def _results(tasks: list, work: Callable, setup: Callable[..., None], workers: i
         setup(own_process=False)
         yield from map(work, tasks)
         return
+    if Client is None:
+        raise ImportError("worker processes and clusters run on dask.distributed: "
+                          "pip install 'ase_definet[dask]' (or run with workers=0)")
     with connect(workers, scheduler) as client:
         client.register_plugin(WorkerSetup(setup), name=PLUGIN)
         yield from _stream(client, work, tasks)
