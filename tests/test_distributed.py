@@ -161,6 +161,22 @@ def test_sigint_mid_run_leaves_a_store_that_resumes(site, cluster, tmp_path):
     assert len(ids) == len(set(ids)) == 40 and s["new"] == 40 - len(kept)
 
 
+def test_every_worker_is_tuned_and_holds_the_oracle(site, cluster, tmp_path):
+    def state() -> tuple[int, bool, bool]:      # nested: sent by value to the workers
+        import torch
+
+        from ase_definet.data.generate import worker_calculator
+        subnormal = torch.tensor([1e-39]) * 1.0
+        return (torch.get_num_threads(), bool(subnormal.item() == 0.0),
+                type(worker_calculator()).__name__ == "EMT")
+
+    s = run_recipe(tmp_path / "s", _fields(site, 2), scheduler=cluster.file, progress=False)
+    assert s["new"] == 2
+    with distributed.Client(scheduler_file=cluster.file, timeout=30) as client:
+        found = client.run(state)
+    assert len(found) == 2 and set(found.values()) == {(1, True, True)}
+
+
 def test_the_cluster_run_equals_the_local_run_and_a_lost_worker_loses_nothing(
         site, cluster, tmp_path):
     """Last in this file: it kills one of the cluster's two workers."""
