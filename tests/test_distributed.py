@@ -170,11 +170,13 @@ def test_every_worker_is_tuned_and_holds_the_oracle(site, cluster, tmp_path):
         return (torch.get_num_threads(), bool(subnormal.item() == 0.0),
                 type(worker_calculator()).__name__ == "EMT")
 
-    s = run_recipe(tmp_path / "s", _fields(site, 2), scheduler=cluster.file, progress=False)
+    # threads=2: not the workers' OMP_NUM_THREADS=1, so only the plugin can have set it
+    s = run_recipe(tmp_path / "s", _fields(site, 2), scheduler=cluster.file, threads=2,
+                   progress=False)
     assert s["new"] == 2
     with distributed.Client(scheduler_file=cluster.file, timeout=30) as client:
         found = client.run(state)
-    assert len(found) == 2 and set(found.values()) == {(1, True, True)}
+    assert len(found) == 2 and set(found.values()) == {(2, True, True)}
 
 
 def test_the_cluster_run_equals_the_local_run_and_a_lost_worker_loses_nothing(
