@@ -16,6 +16,7 @@ from pathlib import Path
 from ase.io.formats import UnknownFileTypeError
 
 from .match import DEFAULT_TOLERANCE
+from .trees import EXIT_SKIPPED
 
 DESCRIPTION = """\
 Pre-relax crystal point defects (vacancies and substitutions) in one step.
@@ -40,6 +41,7 @@ exit status:
   2    bad input or usage; the message names the file or option
   {EXIT_NOT_CONVERGED}    definet relax: outputs written, but some residual relaxation did
        not converge within --steps
+  {EXIT_SKIPPED}    definet relax TREE: the others written, but some POSCARs were skipped
   130  interrupted (finished work is saved)
 
 Run 'definet COMMAND --help' for the options of one command."""

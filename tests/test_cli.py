@@ -376,6 +376,9 @@ def test_top_level_help_is_for_users_and_documents_exit_codes():
     assert "definet relax POSCAR --host MoS2" in out.stdout
     assert re.search(rf"^  {EXIT_NOT_CONVERGED} +definet relax: outputs written, but some "
                      r"residual relaxation did", out.stdout, re.M)
+    from ase_definet.trees import EXIT_SKIPPED
+    assert re.search(rf"^  {EXIT_SKIPPED} +definet relax TREE: the others written, but some "
+                     r"POSCARs were skipped", out.stdout, re.M)
     relax = subprocess.run([sys.executable, "-m", "ase_definet.cli", "relax", "--help"],
                            capture_output=True, text=True, cwd=ROOT).stdout
     assert "OUT.definet.json" in relax and f"{EXIT_NOT_CONVERGED} all outputs written" in relax
