@@ -127,17 +127,23 @@ def _results(tasks: list, work: Callable, setup: Callable[..., None], workers: i
 
 
 def _stream(client: Client, work: Callable, tasks: list) -> Iterator[tuple]:
-    """Results in the order they finish, with a bounded number of jobs in flight."""
+    """Results in the order they finish, with a bounded number of jobs in flight.
+
+    The bound (two per worker thread, at least 4) is taken again after every
+    result, so workers that join later (a SLURM job that starts) get work.
+    """
     todo = iter(tasks)
     running = as_completed()
 
-    def submit() -> None:
-        task = next(todo, None)
-        if task is not None:
+    def top_up() -> None:
+        limit = max(4, 2 * sum(client.nthreads().values()))
+        while running.count() < limit:
+            task = next(todo, None)
+            if task is None:
+                return
             running.add(client.submit(work, task, pure=False))
 
-    for _ in range(max(4, 2 * sum(client.nthreads().values()))):
-        submit()
+    top_up()
     try:
         for fut in running:
             try:
@@ -147,7 +153,7 @@ def _stream(client: Client, work: Callable, tasks: list) -> Iterator[tuple]:
                     f"a job killed every worker that ran it (a crash or the memory "
                     f"limit): {err}") from None
             fut.release()
-            submit()
+            top_up()
             yield result
     finally:        # an error, Ctrl-C or a closed generator: drop what is in flight
         client.cancel(list(running.futures))
