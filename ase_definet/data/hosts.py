@@ -119,7 +119,10 @@ ALIASES = {"h-BN": "hBN", "BN": "hBN", "P": "BP", "phosphorene": "BP",
 
 def register_host(name: str, unit: Atoms, substitutions=(), vacancies=(),
                   supercell: tuple[int, ...] = (2, 2, 2)) -> HostSpec:
-    """Add a host made from any unit cell (e.g. an fcc metal for EMT tests).
+    """Add a host made from any unit cell to this process's built-in names.
+
+    Only the planning process needs it: jobs carry their host, so workers never
+    look it up. For a host in a file, :func:`file_host` needs no registry at all.
 
     Parameters
     ----------
