@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -80,10 +81,10 @@ def site(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="module")
-def cluster(site):
-    """``dask scheduler`` + two ``dask worker --nthreads 1 --no-nanny`` processes."""
-    sfile = site / "scheduler.json"
+@contextmanager
+def _cluster(site, n_workers: int):
+    """``dask scheduler`` + ``dask worker --nthreads 1 --no-nanny`` processes."""
+    sfile = site / f"scheduler-{time.time_ns()}.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", CALCPKG_ON_WORKER="1",
                PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -95,13 +96,13 @@ def cluster(site):
         workers = [subprocess.Popen([sys.executable, "-m", "dask", "worker",
                                      "--scheduler-file", str(sfile), "--nthreads", "1",
                                      "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
-                                     "--name", f"w{i}"], **quiet) for i in range(2)]
+                                     "--name", f"w{i}"], **quiet) for i in range(n_workers)]
         procs += workers
         with distributed.Client(scheduler_file=str(sfile), timeout=30) as client:
-            client.wait_for_workers(2, timeout=90)
+            client.wait_for_workers(n_workers, timeout=90)
             address = client.scheduler.address
         yield SimpleNamespace(file=str(sfile), address=address,
-                              workers=dict(zip(("w0", "w1"), workers)))
+                              workers={f"w{i}": w for i, w in enumerate(workers)})
     finally:        # workers first and at once: a graceful close waits on the scheduler
         for p in procs[1:]:
             p.kill()
@@ -111,6 +112,12 @@ def cluster(site):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster(site):
+    with _cluster(site, 2) as c:
+        yield c
 
 
 def _fields(site, count: int, **kw) -> dict:
@@ -251,3 +258,29 @@ def test_a_script_without_a_main_guard_fails_fast_naming_the_guard(site, tmp_pat
     assert proc.returncode != 0 and time.time() - t0 < 90
     assert "local dask workers failed to start" in proc.stderr
     assert 'if __name__ == "__main__":' in proc.stderr
+
+
+def test_a_cluster_left_without_workers_stops_the_run(site, tmp_path, monkeypatch):
+    import ase_definet.data.engine as engine
+    monkeypatch.setattr(engine, "WAIT_FOR_WORKERS", 3.0)
+    out = tmp_path / "store"
+    outcome = {}
+    with _cluster(site, 1) as one:
+        def run():
+            try:
+                run_recipe(out, _fields(site, 40), scheduler=one.file, progress=False)
+            except BaseException as err:
+                outcome["error"] = err
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        _wait(lambda: (out / SAMPLES).exists() and len(read_frames(out / SAMPLES)) >= 2,
+              60, "two frames")
+        one.workers["w0"].kill()
+        t0 = time.time()
+        runner.join(60)
+        assert not runner.is_alive() and time.time() - t0 < 30
+    assert isinstance(outcome.get("error"), TimeoutError), outcome
+    assert "the cluster has no worker left" in str(outcome["error"])
+    kept = read_frames(out / SAMPLES)
+    assert 2 <= len(kept) < 40 and len({f.info["id"] for f in kept}) == len(kept)

@@ -18,7 +18,8 @@ job, also a worker that joins or is restarted later; an error there (a calculato
 that fails at import) is raised here at once. A job that kills its worker (a
 crash, the nanny's memory limit) is retried elsewhere and, after
 ``distributed.scheduler.allowed-failures`` deaths, stops the run naming it. A
-cluster without workers is an error after :data:`WAIT_FOR_WORKERS` seconds.
+cluster without workers (at the start, or when all are gone) is an error after
+:data:`WAIT_FOR_WORKERS` seconds.
 """
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 try:
-    from distributed import Client, LocalCluster, WorkerPlugin, as_completed
+    from distributed import Client, LocalCluster, WorkerPlugin, wait
     from distributed.scheduler import KilledWorker
 except ImportError:     # the dask extra is not installed: only workers=0 can run
-    Client = LocalCluster = as_completed = KilledWorker = None
+    Client = LocalCluster = wait = KilledWorker = None
     WorkerPlugin = object
 
 from .manifest import SAMPLES, write_manifest
@@ -130,33 +131,47 @@ def _stream(client: Client, work: Callable, tasks: list) -> Iterator[tuple]:
     """Results in the order they finish, with a bounded number of jobs in flight.
 
     The bound (two per worker thread, at least 4) is taken again after every
-    result, so workers that join later (a SLURM job that starts) get work.
+    result, so workers that join later (a SLURM job that starts) get work. A
+    cluster left without any worker for :data:`WAIT_FOR_WORKERS` seconds (every
+    SLURM job ended) stops the run instead of waiting for ever.
     """
     todo = iter(tasks)
-    running = as_completed()
+    pending: set = set()
 
     def top_up() -> None:
         limit = max(4, 2 * sum(client.nthreads().values()))
-        while running.count() < limit:
+        while len(pending) < limit:
             task = next(todo, None)
             if task is None:
                 return
-            running.add(client.submit(work, task, pure=False))
+            pending.add(client.submit(work, task, pure=False))
 
     top_up()
     try:
-        for fut in running:
+        while pending:
             try:
-                result = fut.result()
-            except KilledWorker as err:
-                raise RuntimeError(
-                    f"a job killed every worker that ran it (a crash or the memory "
-                    f"limit): {err}") from None
-            fut.release()
+                done, _ = wait(pending, timeout=WAIT_FOR_WORKERS,
+                               return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                if client.nthreads():
+                    continue        # long jobs, but workers are there
+                raise TimeoutError(
+                    f"no job finished in {WAIT_FOR_WORKERS:.0f} s and the cluster has no "
+                    f"worker left; {len(pending)} jobs were waiting (finished work is "
+                    "saved: rerun to resume)") from None
+            for fut in done:
+                pending.discard(fut)
+                try:
+                    result = fut.result()
+                except KilledWorker as err:
+                    raise RuntimeError(
+                        f"a job killed every worker that ran it (a crash or the memory "
+                        f"limit): {err}") from None
+                fut.release()
+                yield result
             top_up()
-            yield result
     finally:        # an error, Ctrl-C or a closed generator: drop what is in flight
-        client.cancel(list(running.futures))
+        client.cancel(list(pending))
 
 
 @contextmanager
