@@ -354,6 +354,12 @@ def _options():
                 yield name, command, action
 
 
+def test_every_subcommand_runs_a_command():
+    from ase_definet.cli import COMMANDS
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+
+
 def test_every_option_has_help_and_shows_its_default():
     for name, command, action in _options():
         assert action.help and action.help.strip(), (name, action.dest)
