@@ -290,9 +290,19 @@ def test_line_and_plane_constraints_honoured(predictor):
 # ---------------------------------------------------------------- size, device
 # Run in a fresh process: ru_maxrss is the peak of the whole process, which the
 # tests before this one would already have set.
+# The peak is VmHWM of /proc/self/status, not ru_maxrss: Linux carries ru_maxrss
+# over fork and execve, so a child of a large pytest process starts at its parent's
+# peak (the bug: "grown by 0.00 GB" in a full run), while VmHWM belongs to the new
+# program's own memory map.
 _BIG_RELAX = """
-import json, resource
+import json
 import numpy as np, torch
+
+def hwm_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
 torch.set_num_threads(1)
 from ase_definet import DefiNet, DefiNetConfig, DefiNetRelaxer
 from ase_definet.data.defects import apply_defects
@@ -302,10 +312,10 @@ torch.manual_seed(0)
 net = DefiNet(DefiNetConfig(hidden=16, num_rbf=8))
 host = build_host("MoS2", 41)
 atoms = apply_defects(host, [0, 1], [("vacancy", "Mo", None), ("substitution", "S", "Se")])
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss          # KiB on Linux
+rss0 = hwm_kib()
 r = DefiNetRelaxer(atoms, host="MoS2", model=Predictor(net, device="cpu"), logfile=None)
 r.run()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm_kib()
 print(json.dumps({"n": len(atoms), "vacancies": len(r.match.vacancies),
                   "finite": bool(np.isfinite(atoms.positions).all()),
                   "grown_gb": (peak - rss0) / 2 ** 20}))
