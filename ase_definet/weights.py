@@ -204,7 +204,9 @@ def load_model(model: str | Path | nn.Module | None = None) -> nn.Module:
     path, digest, name = checkpoint_source(model)
     net = model_from_checkpoint(read_checkpoint(path, digest), str(path))
     if digest is not None:
-        net.card = dict(registry()[name].get("card", {}), **getattr(net, "card", {}))
+        # the registry's card wins: a shipped card is kept up to date there (rescored
+        # on a new test split, given a host scope) without re-packaging the .pt
+        net.card = dict(getattr(net, "card", {}), **registry()[name].get("card", {}))
     net.model_name = name
     return net
 
