@@ -3,7 +3,6 @@ distances: the machinery of the DFT study (docs/dft-residual.md), CI-sized with 
 in place of GPAW and of CHGNet."""
 import json
 
-import numpy as np
 import pytest
 from ase.calculators.emt import EMT
 
