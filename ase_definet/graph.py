@@ -90,7 +90,7 @@ class Graph:
         """Mask of real atoms (not vacancy placeholders)."""
         return self.markers != VACANCY
 
-    def to(self, device, dtype: torch.dtype | None = None) -> "Graph":
+    def to(self, device, dtype: torch.dtype | None = None) -> Graph:
         """Move to a device; ``dtype`` converts the floating tensors except positions."""
         f = (lambda t: t.to(device, dtype)) if dtype is not None else (lambda t: t.to(device))
         return Graph(self.numbers.to(device), self.markers.to(device),

@@ -12,7 +12,8 @@ DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "experiments" / "READM
         ROOT / "experiments" / "lineage.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 # a repository path in backticks or plain text, with the character that ends it
-REPO_PATH = re.compile(r"(?<![\w/.=$-])((?:weights|experiments|benchmarks|examples|docs)/[\w./-]*\w)(.?)")
+REPO_PATH = re.compile(
+    r"(?<![\w/.=$-])((?:weights|experiments|benchmarks|examples|docs)/[\w./-]*\w)(.?)")
 
 
 def link_targets(text: str) -> list[str]:

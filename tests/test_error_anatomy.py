@@ -18,7 +18,8 @@ class _S:                                   # only .atoms is read by sheet_norma
         self.atoms = Atoms(cell=cell, pbc=True)
 
 
-def _case(rng, rotation=np.eye(3)):
+def _case(rng, rotation=None):
+    rotation = np.eye(3) if rotation is None else rotation
     cell = np.array([[3.0, 0, 0], [-1.5, 2.6, 0], [0, 0, 20.0]]) @ rotation.T
     true = rng.normal(size=(40, 3)) * [0.1, 0.1, 0.02]
     pred = 0.5 * true + rng.normal(size=(40, 3)) * 1e-3

@@ -1,4 +1,5 @@
-"""experiments/probes/tighten_optimizer.py: the same labels continued by two optimizers, compared."""
+"""experiments/probes/tighten_optimizer.py: the same labels continued by two optimizers,
+compared."""
 from __future__ import annotations
 
 import importlib.util

@@ -59,7 +59,7 @@ class Sample:
 
     @classmethod
     def from_pair(cls, unrelaxed: Atoms, relaxed: Atoms, host: Atoms,
-                  info: dict | None = None, name: str = "") -> "Sample":
+                  info: dict | None = None, name: str = "") -> Sample:
         """Build a sample from unrelaxed and relaxed structures, checking they pair up.
 
         Raises

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from ase import Atoms
 

@@ -53,7 +53,7 @@ class DefiNetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DefiNetConfig":
+    def from_dict(cls, data: dict) -> DefiNetConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -70,7 +70,7 @@ PRESETS: dict[str, DefiNetConfig] = {
 }
 
 
-def get_config(name_or_config: "str | DefiNetConfig | dict") -> DefiNetConfig:
+def get_config(name_or_config: str | DefiNetConfig | dict) -> DefiNetConfig:
     """Resolve a preset name, a dict or a config into a :class:`DefiNetConfig`."""
     if isinstance(name_or_config, DefiNetConfig):
         return name_or_config

@@ -42,7 +42,7 @@ class DefiNet(nn.Module):
             for k in range(c.num_layers))
 
     @classmethod
-    def from_config(cls, config: DefiNetConfig | dict | str = "default") -> "DefiNet":
+    def from_config(cls, config: DefiNetConfig | dict | str = "default") -> DefiNet:
         """An untrained network from a preset name, dict or config."""
         return cls(config)
 
