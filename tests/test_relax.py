@@ -237,7 +237,7 @@ def test_host_file_is_read_once_per_version(net, tmp_path):
 
     from ase_definet.data.defects import apply_defects
     from ase_definet.data.hosts import build_host
-    from ase_definet.match import _read_host_file
+    from ase_definet.host_cell import _read_host_file
     pristine = build_host("MoS2", 4)
     atoms = apply_defects(pristine, [0], [("vacancy", "Mo", None)])
     path = tmp_path / "POSCAR"
