@@ -130,7 +130,7 @@ def append_then_die(path, frames):
     append(path, frames)
 
 engine.append_frames = append_then_die
-generate({out!r}, ["Cu-fcc"], "low", 40, calculator="emt", workers=0, progress=False, seed=9)
+generate({out!r}, ["Cu-fcc"], "low", 12, calculator="emt", workers=0, progress=False, seed=9)
 """
 
 
@@ -143,11 +143,11 @@ def test_sigkill_loses_at_most_the_structure_in_flight(tmp_path):
     done = done_ids(tmp_path)            # repairs the torn tail
     assert len(done) == 4
     cu_host_spec()                       # this process resumes with the same host
-    s = generate(tmp_path, ["Cu-fcc"], "low", 40, calculator="emt", workers=0,
+    s = generate(tmp_path, ["Cu-fcc"], "low", 12, calculator="emt", workers=0,
                  progress=False, seed=9)
     ids = [f.info["id"] for f in read_frames(store)]
-    assert len(ids) == len(set(ids)) == 40
-    assert s["new"] == 40 - len(done)
+    assert len(ids) == len(set(ids)) == 12
+    assert s["new"] == 12 - len(done) == 8
 
 
 def test_chgnet_oracle_small_mos2(tmp_path):
