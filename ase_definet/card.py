@@ -20,7 +20,6 @@ looser labels.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from .residual_report import lower_higher, summarize_by_density
 from .scope import scope_lines
 from .targets import group_order, targets_markdown  # noqa: F401 (group_order: old import path)
 from .textfmt import fmt_num
+from .training_log import training_log, with_history
 
 
 def oracle_note(manifest: dict, store: str | Path | None = None) -> str:
@@ -63,34 +63,6 @@ def oracle_note(manifest: dict, store: str | Path | None = None) -> str:
             "train on the real 2DMD DFT data: `definet train --data "
             "/path/to/2DMD/high_density_defects /path/to/2DMD/low_density_defects --out "
             "runs/2dmd`, then `definet models --add`.")
-
-
-def _training_log(run: Path) -> dict:
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
-    # the best epoch is the one the score selected (logs before ``balance`` have
-    # no val_score column and selected on the MAE)
-    best = min(rows, key=lambda r: float(r.get("val_score") or r["val_mae"]))
-    return {"epochs": len(rows),
-            "wall_time_s": round(sum(float(r["time"]) for r in rows), 1),
-            "best_epoch": int(best["epoch"]), "best_val_mae": float(best["val_mae"])}
-
-
-def _with_history(log: dict, init: dict | None) -> dict:
-    """This run's training record plus the totals over the models it continued."""
-    if not init:
-        return log
-    parent = init.get("training") or {}
-
-    def total(key: str) -> float | None:
-        # None where the parent did not record it (a plain training checkpoint
-        # has no wall time): an unknown total, not a smaller one
-        before = parent.get(f"total_{key}", parent.get(key))
-        return None if before is None else round(log[key] + before, 1)
-
-    epochs = total("epochs")
-    return dict(log, initialised_from=init,
-                total_epochs=None if epochs is None else int(epochs),
-                total_wall_time_s=total("wall_time_s"))
 
 
 def card_summary(materials: Iterable[str]) -> str:
@@ -143,7 +115,7 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
                  "groups": manifest.get("groups"), "split": str(run / "split.json"),
                  "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
                  "excluded": meta.get("excluded", [])},
-        "training": dict(_with_history(_training_log(run), meta.get("init")),
+        "training": dict(with_history(training_log(run), meta.get("init")),
                          recipe=meta.get("train_config"),
                          hardware=f"{platform.machine()} {meta.get('device', 'cpu')}, "
                                   f"{meta.get('threads', '?')} torch threads × "

@@ -145,7 +145,8 @@ def test_reproduce_line_knows_build_sh_defaults():
 
 def test_training_history_totals_over_the_parent_models():
     """The card's history line: this run plus the models it continued from."""
-    from ase_definet.card import _history_lines, _with_history
+    from ase_definet.card import _history_lines
+    from ase_definet.training_log import with_history as _with_history
     total = _with_history({"epochs": 2, "wall_time_s": 10.0, "best_val_mae": 0.1},
                           {"training": {"epochs": 3, "wall_time_s": 5.0}})
     assert total["total_epochs"] == 5 and total["total_wall_time_s"] == 15.0

@@ -224,7 +224,7 @@ def test_group_balance_scores_every_groups_dummy_as_one(emt_store, tmp_path):
 
 
 def test_balanced_run_logs_and_selects_on_the_score(emt_store, tmp_path):
-    from ase_definet.card import _training_log
+    from ase_definet.training_log import training_log as _training_log
     from ase_definet.weights import read_checkpoint
     cfg = TrainConfig(model=SMALL, lr=3e-3, batch_size=4, epochs=3, ema_decay=0.9,
                       early_stop=100, balance="group")

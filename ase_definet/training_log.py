@@ -1,0 +1,34 @@
+"""The training record of a run folder, for its model card: epochs, wall time and
+best epoch from ``metrics.csv``, with totals over the models it was trained on from."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def training_log(run: Path) -> dict:
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    # the best epoch is the one the score selected (logs before ``balance`` have
+    # no val_score column and selected on the MAE)
+    best = min(rows, key=lambda r: float(r.get("val_score") or r["val_mae"]))
+    return {"epochs": len(rows),
+            "wall_time_s": round(sum(float(r["time"]) for r in rows), 1),
+            "best_epoch": int(best["epoch"]), "best_val_mae": float(best["val_mae"])}
+
+
+def with_history(log: dict, init: dict | None) -> dict:
+    """This run's training record plus the totals over the models it continued."""
+    if not init:
+        return log
+    parent = init.get("training") or {}
+
+    def total(key: str) -> float | None:
+        # None where the parent did not record it (a plain training checkpoint
+        # has no wall time): an unknown total, not a smaller one
+        before = parent.get(f"total_{key}", parent.get(key))
+        return None if before is None else round(log[key] + before, 1)
+
+    epochs = total("epochs")
+    return dict(log, initialised_from=init,
+                total_epochs=None if epochs is None else int(epochs),
+                total_wall_time_s=total("wall_time_s"))
