@@ -122,18 +122,8 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
                                   f"{meta.get('world_size', 1)} process(es)",
                          code_version=ckpt.get("code_version")),
     }
-    card = rescore_card(card, test_report, holdout_report, loose_report, split, note)
-    if residual_report:
-        card["residual_steps"] = residual_report.get("summary")
-        records = residual_report.get("per_structure", [])
-        card["residual_steps_by_density"] = summarize_by_density(
-            records, residual_report.get("fmax", []))
-        card["residual_steps_n"] = len(records)
-        # what the sample is made of: medians over 18 low- and 6 high-density
-        # structures describe low density, whatever the split holds
-        groups = Counter(r.get("group", "?") for r in records)
-        card["residual_steps_groups"] = dict(sorted(groups.items(), key=lambda g: g[0].lower()))
-        card["residual_calculator"] = residual_report.get("calculator", "chgnet")
+    card = rescore_card(card, test_report, holdout_report, loose_report, split, note,
+                        residual_report)
     if loose_data is not None:
         card = with_label_drift(card, data, loose_data)
     return card
@@ -146,9 +136,29 @@ def with_label_drift(card: dict, data: str | Path, loose_data: str | Path) -> di
     return dict(card, label_drift=store_label_drift(data, loose_data, excluded))
 
 
+def with_residual(card: dict, report: dict, split: str | None = None) -> dict:
+    """``card`` with the residual-step study of ``report`` (``split``: the split file its
+    structures came from, when it is not the card's test split)."""
+    card = {k: v for k, v in card.items() if not k.startswith("residual_")}
+    card["residual_steps"] = report.get("summary")
+    records = report.get("per_structure", [])
+    card["residual_steps_by_density"] = summarize_by_density(records, report.get("fmax", []))
+    if (report.get("summary_by_start") or {}).get("lower"):
+        card["residual_steps_lower_start"] = report["summary_by_start"]["lower"]
+    card["residual_steps_n"] = len(records)
+    # what the sample is made of: medians over 18 low- and 6 high-density
+    # structures describe low density, whatever the split holds
+    groups = Counter(r.get("group", "?") for r in records)
+    card["residual_steps_groups"] = dict(sorted(groups.items(), key=lambda g: g[0].lower()))
+    card["residual_calculator"] = report.get("calculator", "chgnet")
+    if split:
+        card["residual_steps_split"] = str(split)
+    return card
+
+
 def rescore_card(card: dict, test_report: dict, holdout_report: dict | None = None,
                  loose_report: dict | None = None, split: str | None = None,
-                 note: str | None = None) -> dict:
+                 note: str | None = None, residual_report: dict | None = None) -> dict:
     """A copy of ``card`` with its test metrics taken from new evaluation reports.
 
     How a shipped model is scored on a new test split without retraining or
@@ -161,9 +171,11 @@ def rescore_card(card: dict, test_report: dict, holdout_report: dict | None = No
     # what the test metrics rest on: a run started before its data set was
     # complete is tested later on a longer list than it trained with
     card["data"] = dict(card.get("data", {}), n_test=test_report["overall"]["n"])
+    if residual_report:                     # a residual study on the same split
+        card = with_residual(card, residual_report)
     if split:
         card["data"]["test_split"] = str(split)
-        if card.get("residual_steps"):      # the residual study is not rescored
+        if card.get("residual_steps") and not residual_report:   # not rescored
             # build.sh ships the training split beside the weights as <name>.split.json
             card.setdefault("residual_steps_split", f"{card.get('name', 'model')}.split.json")
     card["test"] = _slim(test_report)
@@ -220,6 +232,17 @@ def _residual_lines(card: dict) -> list[str]:
             f"| {fmax} | {r.get('median_steps_unrelaxed')} | {r.get('median_steps_predicted')} "
             f"| {fmt_num(r.get('reduction_pct'))} % | {fmt_num(r.get('median_reduction_pct'))} % "
             f"| {fmt_num(r.get('dE_meV_max'))} | {lower_higher(r) or 'n/a'} |")
+    lower = card.get("residual_steps_lower_start")
+    if lower:
+        first = next(iter(lower.values()))
+        lines += ["", f"With `start=\"lower\"` (the residual steps start from the lower in "
+                  f"energy of the prediction and the input: {first['extra_calls']} extra "
+                  f"calculator calls, the input taken {first['from_unrelaxed']} times):", "",
+                  *lines[2:4]]
+        lines += [f"| {fmax} | {r.get('median_steps_unrelaxed')} | "
+                  f"{r.get('median_steps_predicted')} | {fmt_num(r.get('reduction_pct'))} % | "
+                  f"{fmt_num(r.get('median_reduction_pct'))} % | {fmt_num(r.get('dE_meV_max'))} "
+                  f"| {lower_higher(r) or 'n/a'} |" for fmax, r in lower.items()]
     return lines
 
 
@@ -354,7 +377,7 @@ def main(argv=None) -> int:
     load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
     if a.from_card:
         card = rescore_card(load(a.from_card), load(a.test), load(a.holdout),
-                            load(a.loose_test), a.split, a.note)
+                            load(a.loose_test), a.split, a.note, load(a.residual))
         data = a.data or card["data"]["source"]
         loose = a.loose_data or loose_source(data)
         card = with_label_drift(card, data, loose) if loose else card

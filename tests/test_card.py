@@ -340,3 +340,27 @@ def test_rescore_card_replaces_the_test_sections_and_says_which_split(tmp_path, 
     with pytest.raises(SystemExit, match="2"):
         main(["--test", str(tmp_path / "test.json"), "-o", str(tmp_path / "x.json")])
     assert "give RUN and --data, or --from-card" in capsys.readouterr().err
+
+
+def test_rescored_card_takes_a_residual_study_with_the_lower_start():
+    from ase_definet.card import _residual_lines, rescore_card
+    from ase_definet.residual_report import summarize
+    rec = {"id": "a", "group": "MoS2/high"}
+    for start, (e0, steps, e1) in {"unrelaxed": (0.0, 10, -1.0),
+                                   "predicted": (0.5, 4, -0.9)}.items():
+        rec[start] = {"energy_start": e0, "0.05": {"steps": steps, "converged": True,
+                                                   "energy": e1, "fmax_final": 0.04}}
+    report = {"summary": summarize([rec], [0.05])["predicted"], "per_structure": [rec],
+              "fmax": [0.05], "summary_by_start": summarize([rec], [0.05]),
+              "calculator": "emt"}
+    card = rescore_card({"name": "m", "data": {}, "residual_steps": {"old": {}}},
+                        {"overall": {"n": 1}, "groups": {}}, split="s.json",
+                        residual_report=report)
+    assert card["residual_steps"]["0.05"]["median_steps_predicted"] == 4
+    lower = card["residual_steps_lower_start"]["0.05"]
+    # the prediction starts 500 meV above the input: start="lower" takes the input
+    assert lower["from_unrelaxed"] == 1 and lower["median_steps_predicted"] == 10
+    assert "residual_steps_split" not in card          # the study ran on the test split
+    text = "\n".join(_residual_lines(card))
+    assert 'With `start="lower"`' in text and "the input taken 1 times" in text
+    assert "| 0.05 | 10.0 | 10.0 | 0.0 % |" in text        # no step saved, none lost
