@@ -1,7 +1,7 @@
 """The ``definet`` command line: call the library, print (parser: cli_parser).
 
-Subcommands: relax, generate, tighten, train, evaluate, residual, plot, audit-split,
-models.
+Subcommands: relax, generate, tighten, train, fit, evaluate, residual, plot,
+audit-split, models.
 No logic lives here beyond argument handling and printing.
 """
 from __future__ import annotations
@@ -182,6 +182,24 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_fit(args) -> int:
+    from .data.recipe import FIELDS
+    from .evaluate import format_table
+    from .fit import fit
+    from .train import TrainConfig
+    given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+    model = json.loads(args.config) if args.config.strip().startswith("{") else args.config
+    cfg = TrainConfig(model=model, lr=args.lr, batch_size=args.batch_size,
+                      epochs=args.epochs, seed=args.seed or 0, max_time=args.max_time)
+    result = fit(args.out, given, cfg, workers=args.workers, threads=args.threads or 1,
+                 scheduler=args.scheduler, recipe_file=args.recipe,
+                 device=args.device or "cpu", progress=not args.quiet)
+    print(format_table(result["report"]))
+    print(json.dumps({"generate": result["generate"], "train": result["train"],
+                      "model": result["model"], "test_json": result["test_json"]}))
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_table, save_report
     report = evaluate(_predictor(args), _selected(args), batch_size=args.batch_size,
@@ -264,6 +282,7 @@ COMMANDS = {
     "tighten": _cmd_tighten,
     "relax": _cmd_relax,
     "train": _cmd_train,
+    "fit": _cmd_fit,
     "evaluate": _cmd_evaluate,
     "residual": _cmd_residual,
     "plot": _cmd_plot,

@@ -99,6 +99,53 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="keep samples whose info matches (e.g. supercell=12x12; repeatable)")
 
 
+def _fit_parser(sub) -> None:
+    f = sub.add_parser(
+        "fit", help="one command to a model: generate, split, train, evaluate (resumable)",
+        description="Generate defect structures of a host file (as definet generate),\n"
+        "split them (stratified), train DefiNet within --max-time and evaluate the\n"
+        "best checkpoint on the test split against the Dummy. OUT then holds data/,\n"
+        "run/ (best.pt, split.json, metrics.csv), model.pt (with its card) and\n"
+        "test.json; use it with 'definet relax ... --model OUT'. Rerun the same\n"
+        "command to resume.",
+        epilog="example:\n"
+        "  definet fit --host Si.vasp --supercell 2x2x2 \\\n"
+        "      --defects vacancy:Si,substitution:Si>Ge --calculator chgnet \\\n"
+        "      --count 200 --max-time 1800 --out si_model")
+    f.add_argument("--recipe", default=None, metavar="FILE",
+                   help="recipe file (.toml or .json); flags given override it")
+    f.add_argument("--host", default=None, metavar="FILE",
+                   help="host crystal in any ASE-readable format")
+    f.add_argument("--supercell", default=None, help="NxM (a sheet) or NxMxK (bulk)")
+    f.add_argument("--defects", default=None,
+                   help="defect types, e.g. vacancy:Ga,substitution:Ga>Al")
+    f.add_argument("--density", choices=("low", "high"), default=None,
+                   help="low: 1-3 defects per structure; high: --concentrations")
+    f.add_argument("--concentrations", default=None,
+                   help="high-density defects per host site, e.g. 0.02,0.05")
+    f.add_argument("--count", type=int, default=None,
+                   help="low: structures per host; high: per concentration")
+    f.add_argument("--calculator", default=None,
+                   help="oracle: chgnet (default), sevenn, emt or module:function")
+    f.add_argument("--seed", type=int, default=None,
+                   help="seed of the defect sampling, the split and training (default 0)")
+    f.add_argument("--workers", type=int, default=1,
+                   help="local dask worker processes of the generation; 0: this process")
+    f.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="generate on an existing dask cluster (tcp://HOST:PORT or file)")
+    f.add_argument("--config", default="default",
+                   help="model preset (default, paper) or a JSON dict of DefiNetConfig "
+                        "fields")
+    f.add_argument("--max-time", type=float, default=None,
+                   help="training time budget in s (default: until early stopping)")
+    f.add_argument("--epochs", type=int, default=200, help="most training epochs")
+    f.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    f.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    f.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+    f.add_argument("--out", required=True, help="fit folder (resumes if it exists)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="definet", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=_HelpFormatter)
@@ -297,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16 mixed precision (CUDA only; ignored on CPU)")
     t.add_argument("--restart", action="store_true", help="ignore OUT/last.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    _fit_parser(sub)
 
     e = sub.add_parser("evaluate", help="MAE and A3-A6 of a model against the Dummy")
     _model_args(e)

@@ -184,6 +184,11 @@ def checkpoint_source(model: str | Path | None = None) -> tuple[Path, str | None
     if name in reg:
         return Path(reg[name]["path"]), reg[name]["sha256"], name
     path = Path(name)
+    if path.is_dir():        # a `definet fit` folder: its exported model
+        if not (path / "model.pt").is_file():
+            raise NoWeightsError(f"model folder {name!r} holds no model.pt (a folder made "
+                                 "by `definet fit` does, once its training has finished)")
+        path = path / "model.pt"
     if not path.exists():
         raise NoWeightsError(
             f"model {name!r} is neither a shipped model ({', '.join(reg) or 'none installed'}) "
