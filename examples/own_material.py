@@ -9,7 +9,7 @@ on the test split. Finally the model pre-relaxes a new structure and CHGNet
 finishes it. Rerun the same command to resume. The command-line equivalent::
 
     definet fit --host Si.vasp --supercell 2x2x2 --defects vacancy:Si,substitution:Si>Ge \\
-        --calculator chgnet --count 40 --max-time 300 --out si_model
+        --calculator chgnet --count 40 --max-time 180 --out si_model
 
 With the small defaults this takes minutes on two cores; the model it gives is
 a demonstration, not a useful one: accuracy grows with --count (about five
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--count", type=int, default=40, help="defect structures to relax")
-    parser.add_argument("--max-time", type=float, default=300.0,
+    parser.add_argument("--max-time", type=float, default=180.0,
                         help="training time budget in seconds")
     parser.add_argument("--workers", type=int, default=2,
                         help="CHGNet relaxation processes (0: this process)")

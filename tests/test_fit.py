@@ -105,10 +105,17 @@ def test_rerun_resumes_without_new_structures(fitted, capsys):
     assert "dummy" in printed
 
 
-def test_model_folder_without_model_pt_is_refused(tmp_path):
+def test_model_folder_without_model_pt_is_refused(tmp_path, capsys):
     from ase_definet.errors import NoWeightsError
+    empty = tmp_path / "unfinished"
+    empty.mkdir()
     with pytest.raises(NoWeightsError, match="holds no model.pt"):
-        checkpoint_source(tmp_path)
+        checkpoint_source(empty)
+    host = tmp_path / "Cu.vasp"
+    write(host, bulk("Cu", "fcc", a=3.6, cubic=True), format="vasp")
+    assert main(["relax", str(host), "--host", str(host), "--model", str(empty),
+                 "-o", str(tmp_path / "r.extxyz"), "--quiet"]) == 2
+    assert "holds no model.pt" in capsys.readouterr().err
 
 
 def test_bad_fit_recipe_is_exit_2_and_leaves_no_folder(tmp_path, capsys):
