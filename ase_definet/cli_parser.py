@@ -79,7 +79,8 @@ def _csv(text: str) -> list[str]:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help="shipped model name or checkpoint path (default: shipped default)")
+                   help="shipped model name, checkpoint path, or a `definet fit` folder "
+                        "(its model.pt) (default: shipped default)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-strict", action="store_true",
                    help="predict even for elements/defects outside the model card")
