@@ -100,6 +100,38 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="keep samples whose info matches (e.g. supercell=12x12; repeatable)")
 
 
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    """The data set's fields, shared by ``generate`` and ``fit`` (data/recipe.py)."""
+    p.add_argument("--recipe", default=None, metavar="FILE",
+                   help="recipe file (.toml or .json) with the data set's fields")
+    p.add_argument("--host", default=None, metavar="FILE",
+                   help="host crystal in any ASE-readable format (CIF, POSCAR, extxyz, "
+                        "...); needs --supercell and --defects")
+    p.add_argument("--supercell", default=None,
+                   help="NxM tiles a 2D sheet (vacuum along c), NxMxK a bulk crystal; "
+                        "N alone: NxN (default for built-ins: Table 1 of the paper)")
+    p.add_argument("--defects", default=None,
+                   help="defect types of --host, e.g. "
+                        "vacancy:Ga,vacancy:N,substitution:Ga>Al")
+    p.add_argument("--density", choices=("low", "high"), default=None,
+                   help="low: 1-3 defects per structure; high: --concentrations "
+                        "(default 2.5-12.5 %%) of the sites; default low, or high "
+                        "with --concentrations")
+    p.add_argument("--concentrations", default=None,
+                   help="high-density defects per host site, e.g. 0.02,0.05")
+    p.add_argument("--count", type=int, default=None,
+                   help="low: structures per host; high: per concentration "
+                        "(needed here or in the recipe)")
+    p.add_argument("--calculator", default=None,
+                   help="oracle: chgnet (default), sevenn, emt or module:function")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local dask worker processes, one thread each; 0 relaxes in "
+                        "this process")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on an existing dask cluster: tcp://HOST:PORT or a "
+                        "scheduler file (--workers is then unused)")
+
+
 def _fit_parser(sub) -> None:
     f = sub.add_parser(
         "fit", help="one command to a model: generate, split, train, evaluate (resumable)",
@@ -113,27 +145,9 @@ def _fit_parser(sub) -> None:
         "  definet fit --host Si.vasp --supercell 2x2x2 \\\n"
         "      --defects vacancy:Si,substitution:Si>Ge --calculator chgnet \\\n"
         "      --count 200 --max-time 1800 --out si_model")
-    f.add_argument("--recipe", default=None, metavar="FILE",
-                   help="recipe file (.toml or .json); flags given override it")
-    f.add_argument("--host", default=None, metavar="FILE",
-                   help="host crystal in any ASE-readable format")
-    f.add_argument("--supercell", default=None, help="NxM (a sheet) or NxMxK (bulk)")
-    f.add_argument("--defects", default=None,
-                   help="defect types, e.g. vacancy:Ga,substitution:Ga>Al")
-    f.add_argument("--density", choices=("low", "high"), default=None,
-                   help="low: 1-3 defects per structure; high: --concentrations")
-    f.add_argument("--concentrations", default=None,
-                   help="high-density defects per host site, e.g. 0.02,0.05")
-    f.add_argument("--count", type=int, default=None,
-                   help="low: structures per host; high: per concentration")
-    f.add_argument("--calculator", default=None,
-                   help="oracle: chgnet (default), sevenn, emt or module:function")
+    _recipe_args(f)
     f.add_argument("--seed", type=int, default=None,
                    help="seed of the defect sampling, the split and training (default 0)")
-    f.add_argument("--workers", type=int, default=1,
-                   help="local dask worker processes of the generation; 0: this process")
-    f.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="generate on an existing dask cluster (tcp://HOST:PORT or file)")
     f.add_argument("--config", default="default",
                    help="model preset (default, paper) or a JSON dict of DefiNetConfig "
                         "fields")
@@ -175,37 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  definet generate --recipe recipe.toml --out DIR\n"
         "  definet generate --materials MoS2 --count 100 --scheduler tcp://HOST:8786 "
         "--out DIR")
-    g.add_argument("--recipe", default=None, metavar="FILE",
-                   help="recipe file (.toml or .json) with the data set's fields")
-    g.add_argument("--host", default=None, metavar="FILE",
-                   help="host crystal in any ASE-readable format (CIF, POSCAR, extxyz, "
-                        "...); needs --supercell and --defects")
+    _recipe_args(g)
     g.add_argument("--materials", type=_csv, default=None,
                    help="comma-separated built-in hosts (MoS2,WSe2,hBN,GaSe,InSe,BP); "
                         "default MoS2,WSe2 when no --host is given")
-    g.add_argument("--supercell", default=None,
-                   help="NxM tiles a 2D sheet (vacuum along c), NxMxK a bulk crystal; "
-                        "N alone: NxN (default for built-ins: Table 1 of the paper)")
-    g.add_argument("--defects", default=None,
-                   help="defect types of --host, e.g. "
-                        "vacancy:Ga,vacancy:N,substitution:Ga>Al")
-    g.add_argument("--density", choices=("low", "high"), default=None,
-                   help="low: 1-3 defects per structure; high: --concentrations "
-                        "(default 2.5-12.5 %%) of the sites; default low, or high "
-                        "with --concentrations")
-    g.add_argument("--concentrations", default=None,
-                   help="high-density defects per host site, e.g. 0.02,0.05")
-    g.add_argument("--count", type=int, default=None,
-                   help="low: structures per host; high: per concentration "
-                        "(needed here or in the recipe)")
-    g.add_argument("--calculator", default=None,
-                   help="oracle: chgnet (default), sevenn, emt or module:function")
-    g.add_argument("--workers", type=int, default=1,
-                   help="local dask worker processes, one thread each; 0 relaxes in "
-                        "this process")
-    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="run on an existing dask cluster: tcp://HOST:PORT or a "
-                        "scheduler file (--workers is then unused)")
     g.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     g.add_argument("--seed", type=int, default=None,
                    help="random seed of the defect sampling (default 0)")
