@@ -72,6 +72,17 @@ def check_prediction(atoms: Atoms, unrelaxed_positions: np.ndarray, host_bond: f
     return SanityReport(not problems, problems, min_d, max_disp)
 
 
+def uncertainty_note(info: dict) -> str:
+    """``", sigma mean 0.012 / max 0.080 Å (shrink:1)"`` from a structure's
+    ``atoms.info``, or ``""`` when the prediction carries no uncertainty."""
+    if "definet_sigma_mean" not in info:
+        return ""
+    policy = info.get("definet_policy", "none")
+    held = ", withheld: input kept" if info.get("definet_withheld") else ""
+    return (f", sigma mean {info['definet_sigma_mean']:.3f} / max "
+            f"{info['definet_sigma_max']:.3f} Å ({policy}{held})")
+
+
 def check_policy(on_violation: str) -> str:
     """Return ``on_violation`` if it is one of :data:`POLICIES`, else raise ValueError."""
     if on_violation not in POLICIES:
@@ -94,7 +105,8 @@ def apply_prediction(atoms: Atoms, predicted: np.ndarray, match: HostMatch,
                      on_violation: str = "revert",
                      min_distance_fraction: float = MIN_DISTANCE_FRACTION,
                      max_displacement: float = MAX_DISPLACEMENT,
-                     stacklevel: int = 2) -> Applied:
+                     stacklevel: int = 2, sigma: np.ndarray | None = None,
+                     policy: str = "none", withheld: bool = False) -> Applied:
     """Write a prediction into ``atoms``, check it and apply the violation policy.
 
     The one place where a DefiNet prediction reaches a structure: positions are
@@ -114,7 +126,10 @@ def apply_prediction(atoms: Atoms, predicted: np.ndarray, match: HostMatch,
     ``definet_warnings``
         list of the failed checks, present only when there is one (extxyz cannot
         store an empty list; :class:`~ase_definet.batch.FrameWriter` writes it to
-        (ext)xyz files as one "; "-joined string).
+        (ext)xyz files as one "; "-joined string);
+    ``definet_sigma_mean``, ``definet_sigma_max``, ``definet_policy``, ``definet_withheld``
+        an ensemble's uncertainty summary (Å) and policy, present only with
+        ``sigma``; the per-atom sigma goes to ``atoms.arrays["definet_sigma"]``.
 
     Parameters
     ----------
@@ -129,6 +144,12 @@ def apply_prediction(atoms: Atoms, predicted: np.ndarray, match: HostMatch,
         Bounds of :func:`check_prediction`.
     stacklevel : int
         Of the warning, counted from the caller of this function.
+    sigma : numpy.ndarray, optional
+        Per-atom uncertainty (Å) of an ensemble prediction, ``(len(atoms),)``.
+    policy : str
+        Name of the uncertainty policy that made ``predicted``.
+    withheld : bool
+        The policy kept the input positions.
     """
     check_policy(on_violation)
     unrelaxed = atoms.get_positions()
@@ -136,7 +157,19 @@ def apply_prediction(atoms: Atoms, predicted: np.ndarray, match: HostMatch,
     report = check_prediction(atoms, unrelaxed, match.host_bond,
                               min_distance_fraction, max_displacement)
     counts = marker_counts(match)
-    atoms.info.pop("definet_warnings", None)       # a stale record from an earlier run
+    # stale records from an earlier run
+    for key in ("definet_warnings", "definet_sigma_mean", "definet_sigma_max",
+                "definet_policy", "definet_withheld"):
+        atoms.info.pop(key, None)
+    atoms.arrays.pop("definet_sigma", None)
+    if sigma is not None:
+        sigma = np.asarray(sigma, dtype=float)
+        if sigma.shape != (len(atoms),):
+            raise ValueError(f"sigma has shape {sigma.shape}, expected ({len(atoms)},)")
+        atoms.arrays["definet_sigma"] = sigma
+        atoms.info.update(definet_sigma_mean=float(sigma.mean()) if len(sigma) else 0.0,
+                          definet_sigma_max=float(sigma.max()) if len(sigma) else 0.0,
+                          definet_policy=policy, definet_withheld=bool(withheld))
     atoms.info.update(definet="predicted", definet_vacancies=counts["vacancies"],
                       definet_substitutions=counts["substitutions"],
                       definet_max_move=report.max_displacement)

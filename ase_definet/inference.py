@@ -22,7 +22,9 @@ from .graph import Graph, build_graph, collate
 from .labels import defect_labels
 from .match import DEFAULT_TOLERANCE, HostMatch, match_host
 from .process import check_threads, torch_threads
+from .model.ensemble import DefiNetEnsemble
 from .scope import check_scope
+from .uncertainty import member_sigma, parse_policy
 
 #: Activation bytes per (edge × feature) of one forward pass: the peak-RSS growth
 #: of a 768-atom MoS2 forward was 42 (paper config) to 62 (default) bytes.
@@ -104,11 +106,28 @@ def check_supported(match: HostMatch, symbols: list[str], card: dict,
 
 @dataclass
 class Prediction:
-    """Predicted relaxed positions of one structure."""
+    """Predicted relaxed positions of one structure.
+
+    For an ensemble model ``sigma`` holds each atom's calibrated uncertainty in Å
+    (:mod:`ase_definet.uncertainty`), ``raw_positions`` the ensemble mean before the
+    uncertainty policy, ``policy`` its name and ``withheld`` whether the policy kept
+    the input positions; a single model leaves them ``None`` / ``"none"`` / False.
+    """
 
     positions: np.ndarray
     match: HostMatch
     timings: dict = field(default_factory=dict)
+    sigma: np.ndarray | None = None
+    raw_positions: np.ndarray | None = None
+    policy: str = "none"
+    withheld: bool = False
+
+    def uncertainty(self) -> dict:
+        """Keyword arguments of :func:`~ase_definet.checks.apply_prediction` that
+        record the uncertainty (empty for a single model)."""
+        if self.sigma is None:
+            return {}
+        return {"sigma": self.sigma, "policy": self.policy, "withheld": self.withheld}
 
 
 class Predictor:
@@ -139,6 +158,12 @@ class Predictor:
     tolerance : float
         Host-matching tolerance in Å used when a call gives none (``definet
         --tolerance``): an atom farther from every host site is an interstitial.
+    uncertainty_policy : str, optional
+        What an ensemble model does where its members disagree
+        (:mod:`ase_definet.uncertainty`): ``"none"`` (the raw mean),
+        ``"shrink:L"``, ``"withhold:T"`` or both joined by ``+``. ``None``: the
+        policy the model's card names (``"none"`` if it names none). A policy
+        other than ``"none"`` needs an ensemble.
 
     Notes
     -----
@@ -148,7 +173,8 @@ class Predictor:
 
     def __init__(self, model=None, device=None, strict: bool = True,
                  deterministic: bool = False, max_memory_gb: float = 8.0,
-                 threads: int | None = None, tolerance: float = DEFAULT_TOLERANCE):
+                 threads: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                 uncertainty_policy: str | None = None):
         self.device = resolve_device(device)
         self.tolerance = float(tolerance)
         self.threads = check_threads(threads)
@@ -159,6 +185,14 @@ class Predictor:
             self.model = cached_model(model, self.device)
         self.config = self.model.config
         self.card = getattr(self.model, "card", {}) or {}
+        self.members = isinstance(self.model, DefiNetEnsemble)
+        uncertainty = self.card.get("uncertainty", {}) if self.members else {}
+        self.sigma_scale = float(uncertainty.get("scale", 1.0))
+        self.policy = parse_policy(uncertainty.get("policy") if uncertainty_policy is None
+                                   else uncertainty_policy)
+        if self.policy.name != "none" and not self.members:
+            raise ValueError(f"uncertainty_policy {self.policy.name!r} needs an ensemble "
+                             "model (a single model has no sigma); use 'none'")
         self.strict = strict
         self.deterministic = deterministic
         self.max_memory_gb = float(max_memory_gb)
@@ -201,8 +235,12 @@ class Predictor:
                 f"{self.max_memory_gb:g}; raise the limit if the machine has the memory")
 
     # ------------------------------------------------------------ forward
-    def forward_graphs(self, graphs: list[Graph]) -> list[np.ndarray]:
-        """Displacements (float64 numpy, all nodes) of each graph, batched to fit memory."""
+    def forward_graphs(self, graphs: list[Graph], members: bool = False) -> list[np.ndarray]:
+        """Displacements (float64 numpy, all nodes) of each graph, batched to fit memory.
+
+        ``members=True`` returns each member's, ``(K, N, 3)`` per graph (``K = 1`` for
+        a single model); otherwise ``(N, 3)``, the ensemble mean for an ensemble.
+        """
         out: list[np.ndarray] = []
         chunk: list[Graph] = []
         edges = 0
@@ -215,16 +253,18 @@ class Predictor:
             edges += g.num_edges
         if chunk:
             out += self._forward_chunk(chunk)
-        return out
+        return out if members else [d.mean(axis=0) for d in out]
 
     def _forward_chunk(self, graphs: list[Graph]) -> list[np.ndarray]:
+        """``(K, N, 3)`` member displacements of each graph of one batch."""
         b = collate(graphs).to(self.device)
+        net = self.model.forward_members if self.members else self.model
         with torch.inference_mode(), deterministic_mode(self.deterministic, self.device):
-            disp = self.model(b.numbers, b.markers, b.edge_src, b.edge_dst, b.edge_vec,
-                              b.batch, b.n_graphs)
-        disp = disp.to("cpu", torch.float64).numpy()
+            disp = net(b.numbers, b.markers, b.edge_src, b.edge_dst, b.edge_vec,
+                       b.batch, b.n_graphs)
+        disp = disp.to("cpu", torch.float64).numpy().reshape(-1, b.num_nodes, 3)
         sizes = [g.num_nodes for g in graphs]
-        return np.split(disp, np.cumsum(sizes)[:-1])
+        return np.split(disp, np.cumsum(sizes)[:-1], axis=1)
 
     def predict(self, atoms_list: list[Atoms], hosts, tolerance: float | None = None,
                 batch_size: int = 8) -> list[Prediction]:
@@ -252,11 +292,21 @@ class Predictor:
             prepared = [self.prepare(a, h, tolerance)
                         for a, h in zip(part, hosts[start:start + batch_size])]
             t0 = time.perf_counter()
-            disps = self.forward_graphs([g for _, g, _ in prepared])
+            disps = self.forward_graphs([g for _, g, _ in prepared], members=True)
             t_net = (time.perf_counter() - t0) / len(part)
             for a, (m, _, t), d in zip(part, prepared, disps):
-                n = len(a)
-                preds.append(Prediction(a.get_positions() + d[:n], m,
-                                        dict(t, network=t_net)))
+                preds.append(self._prediction(a, m, d[:, :len(a)], dict(t, network=t_net)))
         return preds
 
+    def _prediction(self, atoms: Atoms, match: HostMatch, member_disp: np.ndarray,
+                    timings: dict) -> Prediction:
+        """One structure's prediction from its members' displacements ``(K, n, 3)``."""
+        mean = member_disp.mean(axis=0)
+        unrelaxed = atoms.get_positions()
+        if not self.members:
+            return Prediction(unrelaxed + mean, match, timings)
+        sigma = self.sigma_scale * member_sigma(member_disp)
+        disp, withheld = self.policy.apply(mean, sigma)
+        return Prediction(unrelaxed + disp, match, timings, sigma=sigma,
+                          raw_positions=unrelaxed + mean, policy=self.policy.name,
+                          withheld=withheld)

@@ -16,7 +16,7 @@ from ase import Atoms
 from ase.optimize.optimize import DEFAULT_MAX_STEPS, BaseDynamics
 
 from .checks import (MAX_DISPLACEMENT, MIN_DISTANCE_FRACTION, POLICIES, apply_prediction,
-                     check_policy)
+                     check_policy, uncertainty_note)
 from .inference import Predictor
 from .labels import marker_counts
 from .optimizers import optimizer_class
@@ -77,6 +77,11 @@ class DefiNetRelaxer(BaseDynamics):
         a start above doing nothing. ``atoms.info`` records ``definet_start``
         and both energies (``definet_energy_prediction``,
         ``definet_energy_unrelaxed``, eV).
+    uncertainty_policy : str, optional
+        With an ensemble model, what to do where its members disagree
+        (:mod:`ase_definet.uncertainty`; ``None``: the card's policy, ``"none"``:
+        the raw mean). The per-atom sigma goes to ``atoms.arrays["definet_sigma"]``,
+        its mean and maximum to ``atoms.info`` and the log line.
     threads : int, optional
         torch threads while :meth:`run` / :meth:`irun` execute (the prediction and,
         with a torch calculator such as CHGNet, the residual steps), restored
@@ -92,7 +97,8 @@ class DefiNetRelaxer(BaseDynamics):
                  min_distance_fraction: float = MIN_DISTANCE_FRACTION,
                  max_displacement: float = MAX_DISPLACEMENT, strict: bool = True,
                  deterministic: bool = False, append_trajectory: bool = False,
-                 threads: int | None = None, start: str = "prediction"):
+                 threads: int | None = None, start: str = "prediction",
+                 uncertainty_policy: str | None = None):
         check_policy(on_violation)
         if start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}, got {start!r}")
@@ -102,7 +108,8 @@ class DefiNetRelaxer(BaseDynamics):
         self._logfile_arg = logfile
         self.host = host
         self.predictor = model if isinstance(model, Predictor) else Predictor(
-            model, device=device, strict=strict, deterministic=deterministic)
+            model, device=device, strict=strict, deterministic=deterministic,
+            uncertainty_policy=uncertainty_policy)
         self.trajectory_path = None if trajectory is None else Path(trajectory)
         self.append_trajectory = append_trajectory
         self.optimizer_class = optimizer_class(optimizer)
@@ -179,7 +186,7 @@ class DefiNetRelaxer(BaseDynamics):
         self.match = pred.match
         applied = apply_prediction(self.atoms, pred.positions, pred.match, self.on_violation,
                                    self.min_distance_fraction, self.max_displacement,
-                                   stacklevel=3)
+                                   stacklevel=3, **pred.uncertainty())
         self.report = applied.report
         self.prediction = applied.positions
         self.timings = dict(pred.timings, total=time.perf_counter() - t0)
@@ -250,4 +257,5 @@ class DefiNetRelaxer(BaseDynamics):
         self.logfile.write(
             f"{name}:  {0:3d} {t[3]:02d}:{t[4]:02d}:{t[5]:02d}  predicted in "
             f"{1e3 * self.timings['total']:.1f} ms: {counts['vacancies']} vacancies, "
-            f"{counts['substitutions']} substitutions, largest move {moved:.3f} Å\n")
+            f"{counts['substitutions']} substitutions, largest move {moved:.3f} Å"
+            f"{uncertainty_note(self.atoms.info)}\n")

@@ -18,6 +18,7 @@ from torch import nn
 
 from .errors import CheckpointError, NoWeightsError
 from .model import DefiNet, DefiNetConfig
+from .model.ensemble import DefiNetEnsemble
 
 FORMAT = "ase_definet-checkpoint"
 FORMAT_VERSION = 1
@@ -90,17 +91,21 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | Path, model: DefiNet, meta: dict | None = None,
-                    extra: dict | None = None) -> None:
-    """Save a model (config + weights + metadata) atomically.
+def save_checkpoint(path: str | Path, model: DefiNet | DefiNetEnsemble,
+                    meta: dict | None = None, extra: dict | None = None) -> None:
+    """Save a model or an ensemble (config + weights + metadata) atomically.
 
     ``extra`` holds tensors/values for resuming training (optimizer, EMA, RNG).
+    An ensemble is one file: its members' weights under ``members.<k>.`` and
+    ``"members": K``.
     """
     from . import __version__
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "code_version": __version__, "config": model.config.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "meta": meta or {}}
+    if isinstance(model, DefiNetEnsemble):
+        ckpt["members"] = model.size
     if extra:
         ckpt.update(extra)
     path = Path(path)
@@ -146,13 +151,17 @@ def read_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dic
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict, path: str = "<checkpoint>") -> DefiNet:
-    """Build a :class:`DefiNet` from a checkpoint dictionary."""
+def model_from_checkpoint(ckpt: dict, path: str = "<checkpoint>") -> DefiNet | DefiNetEnsemble:
+    """Build a :class:`DefiNet` (or a :class:`DefiNetEnsemble`) from a checkpoint dictionary."""
     try:
         config = DefiNetConfig.from_dict(ckpt["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: incompatible model config: {err}") from err
-    model = DefiNet(config)
+    members = ckpt.get("members")
+    if members is not None and (not isinstance(members, int) or members < 2):
+        raise CheckpointError(f"{path}: an ensemble checkpoint needs an integer member "
+                              f"count of at least 2, got {members!r}")
+    model = DefiNetEnsemble(config, members) if members else DefiNet(config)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -214,6 +223,30 @@ def load_model(model: str | Path | nn.Module | None = None) -> nn.Module:
         net.card = dict(getattr(net, "card", {}), **registry()[name].get("card", {}))
     net.model_name = name
     return net
+
+
+def ensemble_of(checkpoints: list[str | Path]) -> DefiNetEnsemble:
+    """An ensemble of trained single-model checkpoints (e.g. members' ``best.pt``).
+
+    Raises
+    ------
+    CheckpointError
+        Fewer than two files, a file that is itself an ensemble, or members whose
+        configurations differ.
+    """
+    if len(checkpoints) < 2:
+        raise CheckpointError(f"an ensemble needs at least 2 member checkpoints, "
+                              f"got {len(checkpoints)}")
+    members = []
+    for path in checkpoints:
+        net = model_from_checkpoint(read_checkpoint(path), str(path))
+        if isinstance(net, DefiNetEnsemble):
+            raise CheckpointError(f"{path} is already an ensemble; give single members")
+        members.append(net)
+    try:
+        return DefiNetEnsemble(members[0].config, members).eval()
+    except ValueError as err:
+        raise CheckpointError(f"cannot join {', '.join(map(str, checkpoints))}: {err}") from err
 
 
 def coverage(samples) -> dict:
