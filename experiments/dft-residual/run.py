@@ -77,6 +77,9 @@ def relaxed_host(material: str, n: int, calc_name: str = "gpaw") -> Atoms:
     if path.exists():
         for h in read(path, ":"):
             if h.info.get("host_key") == key:
+                # extxyz reads integers back as numpy scalars, which json cannot write
+                h.info = {k: v.item() if isinstance(v, np.generic) else v
+                          for k, v in h.info.items()}
                 return h
     from ase.optimize import BFGS
     host = build_host(material, n, vacuum=VACUUM)
