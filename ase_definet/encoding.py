@@ -10,6 +10,12 @@ import torch
 from .graph import Graph, build_graph, collate
 from .model import get_config
 
+#: Per-atom array of a sample's unrelaxed structure (``sample.atoms.arrays``)
+#: holding the oracle's forces there, eV/Å, in atom order; read when the
+#: network has ``force_input`` on. A plain array, not ``atoms.calc``, so it
+#: survives extxyz round trips under its own name.
+FORCES_ARRAY = "unrelaxed_forces"
+
 
 @dataclass
 class Encoded:
@@ -23,13 +29,28 @@ class Encoded:
 
 
 def encode(samples, config) -> list[Encoded]:
-    """Match each sample to its host and build its graph (once, before training)."""
+    """Match each sample to its host and build its graph (once, before training).
+
+    With ``force_input`` on, each sample's forces come from
+    ``atoms.arrays[FORCES_ARRAY]``.
+
+    Raises
+    ------
+    ValueError
+        ``force_input`` is on and a sample has no forces.
+    """
     cfg = get_config(config)
     out = []
     for s in samples:
         m = s.match
+        forces = None
+        if cfg.force_input:
+            forces = s.atoms.arrays.get(FORCES_ARRAY)
+            if forces is None:
+                raise ValueError(f"sample {s.info.get('id', len(out))!r} has no "
+                                 f"atoms.arrays[{FORCES_ARRAY!r}], which force_input needs")
         g = build_graph(m, s.atoms.cell.array, s.atoms.pbc | m.host.pbc, cfg.cutoff,
-                        cfg.max_neighbors)
+                        cfg.max_neighbors, forces=forces)
         target = torch.zeros((len(m.markers), 3), dtype=torch.float32)
         target[:len(s.atoms)] = torch.as_tensor(s.displacement, dtype=torch.float32)
         out.append(Encoded(g, target, g.real, str(s.info.get("id", len(out))), s.group))

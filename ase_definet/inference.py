@@ -261,7 +261,7 @@ class Predictor:
         net = self.model.forward_members if self.members else self.model
         with torch.inference_mode(), deterministic_mode(self.deterministic, self.device):
             disp = net(b.numbers, b.markers, b.edge_src, b.edge_dst, b.edge_vec,
-                       b.batch, b.n_graphs)
+                       b.batch, b.n_graphs, **b.model_kwargs(self.config))
         disp = disp.to("cpu", torch.float64).numpy().reshape(-1, b.num_nodes, 3)
         sizes = [g.num_nodes for g in graphs]
         return np.split(disp, np.cumsum(sizes)[:-1], axis=1)

@@ -239,7 +239,9 @@ class Trainer:
         noise = torch.randn(target.shape, generator=self.noise_generator) * self.cfg.input_noise
         noise = noise.to(target.device, target.dtype)
         vec = g.edge_vec + noise[g.edge_src] - noise[g.edge_dst]
-        return replace(g, edge_vec=vec), target - noise
+        # positions move with the bonds: the long-range phases read them
+        return replace(g, edge_vec=vec, positions=g.positions + noise.to(g.positions.dtype)
+                       ), target - noise
 
     def batch_loss(self, glob: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[Encoded]]:
         """This rank's loss on a global batch of training indices.
@@ -260,7 +262,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.cfg.amp and self.device.type == "cuda"):
             pred = self.ddp(g.numbers, g.markers, g.edge_src, g.edge_dst,
-                            g.edge_vec, g.batch, g.n_graphs)
+                            g.edge_vec, g.batch, g.n_graphs,
+                            **g.model_kwargs(self.model.config))
         per, _ = structure_losses(pred.float(), target, real, g.batch, g.n_graphs)
         per = per * self._weights(mine)
         return per.sum() * self.world / len(glob), per, mine
@@ -299,7 +302,7 @@ class Trainer:
             items = [self.val_set[i] for i in idx[start:start + self.cfg.batch_size]]
             g, target, real = collate_items(items, self.device)
             pred = model(g.numbers, g.markers, g.edge_src, g.edge_dst, g.edge_vec,
-                         g.batch, g.n_graphs)
+                         g.batch, g.n_graphs, **g.model_kwargs(self.model.config))
             _, mae = structure_losses(pred.float(), target, real, g.batch, g.n_graphs)
             total += float(mae.sum())
             scored += float((mae * self._weights(items)).sum())

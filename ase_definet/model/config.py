@@ -35,6 +35,18 @@ class DefiNetConfig:
     zero_mean : bool
         Subtract each structure's mean predicted displacement over its real
         atoms (issue #30, lever 2): relaxed labels keep the centroid.
+    long_range : int
+        Long-range reciprocal channel (issue #30, lever 4): the shortest
+        wavelength ``2π/|G|`` in Å of the structure factors it reads, i.e.
+        every reciprocal vector of the cell's periodic axes with
+        ``0 < |G| <= 2π / long_range`` (see
+        :class:`~ase_definet.model.long_range.ReciprocalChannel`). A Cartesian
+        cutoff, so the set of physical modes does not depend on the choice of
+        lattice basis; larger cells get more (and longer) modes. 0: off.
+    force_input : bool
+        Oracle forces at the unrelaxed structure as an equivariant input
+        (issue #30, lever 6; :class:`~ase_definet.model.force_input.ForceEmbedding`):
+        ``forward`` then needs ``forces=``.
     """
 
     hidden: int = 64
@@ -48,6 +60,8 @@ class DefiNetConfig:
     # network they were trained as.
     residual: bool = False
     zero_mean: bool = False
+    long_range: int = 0
+    force_input: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +73,10 @@ class DefiNetConfig:
         if unknown:
             raise ValueError(f"unknown DefiNet config keys: {sorted(unknown)}")
         return cls(**data)
+
+    def __post_init__(self):
+        if self.long_range < 0:
+            raise ValueError(f"long_range is a wavelength in Å (0: off), got {self.long_range}")
 
 
 PRESETS: dict[str, DefiNetConfig] = {

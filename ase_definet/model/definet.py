@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from .config import DefiNetConfig, get_config
+from .force_input import ForceEmbedding
 from .layers import DefiNetLayer, RadialBasis, Workspace, scatter_sum
+from .long_range import ReciprocalChannel
 
 #: Marker of a vacancy placeholder (the same code as ``ase_definet.match.VACANCY``,
 #: which the model cannot import: it stays free of ASE).
@@ -40,6 +42,12 @@ class DefiNet(nn.Module):
             DefiNetLayer(c.hidden, c.num_rbf, c.avg_neighbors,
                          aggregate=k < c.num_layers - 1, residual=c.residual)
             for k in range(c.num_layers))
+        # optional paths (issue #30) exist only when on, so a config without
+        # them has exactly the parameters and state_dict keys of before
+        if c.long_range:
+            self.reciprocal = ReciprocalChannel(c.hidden, c.long_range)
+        if c.force_input:
+            self.force_embed = ForceEmbedding(c.hidden)
 
     @classmethod
     def from_config(cls, config: DefiNetConfig | dict | str = "default") -> DefiNet:
@@ -49,8 +57,14 @@ class DefiNet(nn.Module):
     def forward(self, numbers: torch.Tensor, markers: torch.Tensor,
                 edge_src: torch.Tensor, edge_dst: torch.Tensor,
                 edge_vec: torch.Tensor, batch: torch.Tensor,
-                n_graphs: int) -> torch.Tensor:
+                n_graphs: int, *, positions: torch.Tensor | None = None,
+                cell: torch.Tensor | None = None, pbc: torch.Tensor | None = None,
+                forces: torch.Tensor | None = None) -> torch.Tensor:
         """Displacements of all nodes.
+
+        The keyword arguments are what :meth:`ase_definet.graph.Graph.model_kwargs`
+        returns; each is read only by the option that needs it and ignored
+        otherwise.
 
         Parameters
         ----------
@@ -61,19 +75,46 @@ class DefiNet(nn.Module):
             Unrelaxed bond vectors ``r[src] + shift - r[dst]``.
         batch : LongTensor (N,)
             Graph index of each node, in ``range(n_graphs)``.
+        positions : Tensor (N, 3), optional
+            Unrelaxed positions (float64 preferred); needed with ``long_range``.
+        cell : Tensor (n_graphs, 3, 3), optional
+            Lattice vectors (rows) of each graph; needed with ``long_range``.
+        pbc : BoolTensor (n_graphs, 3), optional
+            Periodic axes of each graph; needed with ``long_range``.
+        forces : Tensor (N, 3), optional
+            Oracle forces at the unrelaxed structure, eV/Å (placeholders'
+            are ignored); needed with ``force_input``.
 
         Returns
         -------
         Tensor (N, 3)
             Predicted displacement of every node (placeholders included).
+
+        Raises
+        ------
+        ValueError
+            Atomic numbers out of range, or an option's input missing.
         """
-        if int(numbers.max()) >= self.config.max_elements or int(numbers.min()) < 1:
-            raise ValueError(f"atomic numbers must lie in 1..{self.config.max_elements - 1}")
+        c = self.config
+        if int(numbers.max()) >= c.max_elements or int(numbers.min()) < 1:
+            raise ValueError(f"atomic numbers must lie in 1..{c.max_elements - 1}")
+        if c.long_range and (positions is None or cell is None or pbc is None):
+            raise ValueError("this DefiNet has long_range on and needs positions=, cell= "
+                             "and pbc= (pass **graph.model_kwargs() from a graph built "
+                             "by build_graph)")
+        if c.force_input and forces is None:
+            raise ValueError("this DefiNet has force_input on and needs forces= (the "
+                             "oracle's forces at the unrelaxed structure, eV/Å)")
         n = numbers.shape[0]
-        f = self.config.hidden
+        f = c.hidden
         dtype = edge_vec.dtype
         x = (self.embed_z(numbers) + self.embed_m(markers)).to(dtype)
-        v = x.new_zeros((n, 3, f))
+        if c.force_input:
+            dx, v = self.force_embed(forces, markers != VACANCY_MARKER, dtype)
+            x = x + dx
+        else:
+            v = x.new_zeros((n, 3, f))
+        x0 = x
         xg = self.global_x.to(dtype).expand(n_graphs, f)
         vg = x.new_zeros((n_graphs, 3, f))
         disp = x.new_zeros((n, 3))
@@ -86,7 +127,15 @@ class DefiNet(nn.Module):
         vec0 = edge_vec[order]
         pair = pair[order]
         workspace = None if torch.is_grad_enabled() else Workspace()
-        for layer in self.layers:
+        # the long-range channel runs once, before the last layer (see long_range.py)
+        lr_at = c.num_layers - 1 if c.long_range else -1
+        if c.long_range:
+            modes = self.reciprocal.modes(cell.to(edge_vec.device), pbc.to(edge_vec.device))
+            cos, sin = self.reciprocal.phases(positions, batch, modes, dtype)
+        for k, layer in enumerate(self.layers):
+            if k == lr_at:
+                dx, dv, dd = self.reciprocal(x, v, x0, cos, sin, modes, batch, counts)
+                x, v, disp = x + dx, v + dv, disp + dd
             x, v, xg, vg, disp = layer(x, v, xg, vg, disp, src, dst, vec0,
                                        pair, self.rbf, batch, counts, workspace)
         if self.config.zero_mean:
