@@ -30,7 +30,8 @@ def relax_many(structures: Iterable[Atoms], host, predictor: Predictor,
                steps: int = 1000, optimizer: str = "BFGS", on_violation: str = "revert",
                min_distance_fraction: float = MIN_DISTANCE_FRACTION,
                max_displacement: float = MAX_DISPLACEMENT,
-               start: str = "prediction") -> Iterator[list[Atoms]]:
+               start: str = "prediction", workers: int = 0,
+               scheduler: str | None = None) -> Iterator[list[Atoms]]:
     """Yield batches of pre-relaxed structures (copies; inputs are not modified).
 
     Predictions pass the same sanity checks and ``on_violation`` policy as
@@ -45,43 +46,52 @@ def relax_many(structures: Iterable[Atoms], host, predictor: Predictor,
     ``definet_converged``; ``start="lower"`` begins those steps from the lower in
     energy of the prediction and the unrelaxed input (one extra calculator call;
     ``definet_start`` and both energies recorded, see ``DefiNetRelaxer``). Without
-    a calculator, predictions are batched ``batch_size`` at a time; with one, each
-    structure is relaxed in turn (the calculator dominates).
+    a calculator, the outputs are the predictions.
+
+    Predictions are made here, ``batch_size`` at a time, with or without a
+    calculator. The residual steps run as jobs of :mod:`ase_definet.data.engine`
+    (:mod:`ase_definet.relax_jobs`): in this process (``workers=0``), on a dask
+    ``LocalCluster`` of ``workers`` processes with one thread each, or on the
+    cluster of ``scheduler`` (``tcp://HOST:PORT`` or a scheduler file), which then
+    need a calculator name or factory. Batches are yielded in input order either way.
     """
-    from .relax import DefiNetRelaxer
+    from .relax import STARTS
     check_policy(on_violation)
-    calc = None
-    if calculator is not None:
-        from .calculators import make_calculator
-        calc = make_calculator(calculator, device=str(predictor.device))
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+    if calculator is None and (workers > 0 or scheduler is not None):
+        raise ValueError("workers and a scheduler run the calculator's residual steps: "
+                         "give a calculator (--calculator), or neither")
     limits = dict(min_distance_fraction=min_distance_fraction,
                   max_displacement=max_displacement)
 
-    def finish(items: list[Atoms]) -> list[Atoms]:
+    def predict(items: list[Atoms]) -> list[Atoms]:
         out = [a.copy() for a in items]
-        if calc is None:
-            preds = predictor.predict(out, host, batch_size=len(out))
-            for a, p in zip(out, preds):
-                apply_prediction(a, p.positions, p.match, on_violation, stacklevel=3,
-                                 **limits)
-            return out
-        for a in out:
-            a.calc = calc
-            r = DefiNetRelaxer(a, host, model=predictor, logfile=None, optimizer=optimizer,
-                               on_violation=on_violation, threads=predictor.threads,
-                               start=start, **limits)
-            a.info["definet_converged"] = bool(r.run(fmax=fmax, steps=steps))
-            a.info["definet_residual_steps"] = int(r.nsteps)
+        preds = predictor.predict(out, host, batch_size=len(out))
+        for a, p in zip(out, preds):
+            apply_prediction(a, p.positions, p.match, on_violation, stacklevel=3,
+                             **limits)
         return out
 
+    batches = ((b, predict(b)) for b in _batches(structures, batch_size))
+    if calculator is None:
+        yield from (predicted for _, predicted in batches)
+        return
+    from .relax_jobs import finish_on_engine
+    yield from finish_on_engine(batches, calculator, str(predictor.device),
+                                predictor.threads, fmax, steps, optimizer, start,
+                                workers, scheduler)
+
+
+def _batches(structures: Iterable[Atoms], size: int) -> Iterator[list[Atoms]]:
     batch: list[Atoms] = []
     for atoms in structures:
         batch.append(atoms)
-        if len(batch) == batch_size:
-            yield finish(batch)
+        if len(batch) == size:
+            yield batch
             batch = []
     if batch:
-        yield finish(batch)
+        yield batch
 
 
 def _extxyz_safe(atoms: Atoms) -> Atoms:

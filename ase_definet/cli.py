@@ -45,7 +45,8 @@ def _cmd_tighten(args) -> int:
     summary = tighten(args.source, args.out, fmax=args.fmax, steps=args.steps,
                       optimizer=args.optimizer, calculator=args.calculator,
                       where=args.where, ids=ids, workers=args.workers,
-                      threads=args.threads, limit=args.limit, progress=not args.quiet)
+                      threads=args.threads, limit=args.limit, progress=not args.quiet,
+                      scheduler=args.scheduler)
     print(json.dumps(summary))
     return 0
 
@@ -101,7 +102,8 @@ def _cmd_relax(args) -> int:
             for frames in relax_many(inputs, host, predictor,
                                      batch_size=args.batch_size, calculator=args.calculator,
                                      fmax=args.fmax, steps=args.steps,
-                                     on_violation=args.on_violation, start=args.start):
+                                     on_violation=args.on_violation, start=args.start,
+                                     workers=args.workers, scheduler=args.scheduler):
                 # opened at the first result: a run that fails first writes nothing
                 writer = writer or FrameWriter(args.output, fmt)
                 writer.write(frames)
@@ -139,7 +141,8 @@ def _cmd_relax_tree(args) -> int:
         entries = relax_tree(args.inputs[0], host, predictor, output=args.output,
                              batch_size=args.batch_size, progress=lambda e: bar.update(),
                              calculator=args.calculator, fmax=args.fmax, steps=args.steps,
-                             on_violation=args.on_violation, start=args.start)
+                             on_violation=args.on_violation, start=args.start,
+                             workers=args.workers, scheduler=args.scheduler)
     print(format_table(entries))
     if any(e.status == "skipped" for e in entries):
         return EXIT_SKIPPED
@@ -221,7 +224,7 @@ def _cmd_residual(args) -> int:
     report = residual_study(_predictor(args), _selected(args), calculator=args.calculator,
                             fmax=fmax, steps=args.steps, n=args.n,
                             progress=not args.quiet, done=done, on_record=save,
-                            workers=args.workers)
+                            workers=args.workers, scheduler=args.scheduler)
     print(format_residual(report))
     if args.json:
         save_report(report, args.json)

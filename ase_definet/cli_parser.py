@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .match import DEFAULT_TOLERANCE
+from .cli_args import (cluster_args, csv_list, data_args, fit_parser, model_args,
+                       recipe_args, tolerance_arg)
 from .trees import EXIT_SKIPPED
 
 
@@ -67,100 +68,6 @@ def _version() -> str:
             f"python {sys.version.split()[0]})")
 
 
-def _tolerance_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="TOL",
-                   help="largest distance in Å of an atom from its host site; an atom "
-                        "farther from every site is refused as an interstitial")
-
-
-def _csv(text: str) -> list[str]:
-    return [t for t in text.split(",") if t]
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="shipped model name, checkpoint path, or a `definet fit` folder "
-                        "(its model.pt) (default: shipped default)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--no-strict", action="store_true",
-                   help="predict even for elements/defects outside the model card")
-
-
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", nargs="+", required=True,
-                   help="data sources: generator folder, 2DMD folder, compact .extxyz.gz, "
-                        "or relaxation files (with --host)")
-    p.add_argument("--host", default=None, help="host for relaxation files")
-    p.add_argument("--split-file", default=None,
-                   help="split JSON (e.g. weights/<model>.split.json) to select --subset")
-    p.add_argument("--subset", default="all", choices=("all", "train", "val", "test"),
-                   help="which part of the split to use (with --split-file, or the "
-                        "split recorded in the data)")
-    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                   help="keep samples whose info matches (e.g. supercell=12x12; repeatable)")
-
-
-def _recipe_args(p: argparse.ArgumentParser) -> None:
-    """The data set's fields, shared by ``generate`` and ``fit`` (data/recipe.py)."""
-    p.add_argument("--recipe", default=None, metavar="FILE",
-                   help="recipe file (.toml or .json) with the data set's fields")
-    p.add_argument("--host", default=None, metavar="FILE",
-                   help="host crystal in any ASE-readable format (CIF, POSCAR, extxyz, "
-                        "...); needs --supercell and --defects")
-    p.add_argument("--supercell", default=None,
-                   help="NxM tiles a 2D sheet (vacuum along c), NxMxK a bulk crystal; "
-                        "N alone: NxN (default for built-ins: Table 1 of the paper)")
-    p.add_argument("--defects", default=None,
-                   help="defect types of --host, e.g. "
-                        "vacancy:Ga,vacancy:N,substitution:Ga>Al")
-    p.add_argument("--density", choices=("low", "high"), default=None,
-                   help="low: 1-3 defects per structure; high: --concentrations "
-                        "(default 2.5-12.5 %%) of the sites; default low, or high "
-                        "with --concentrations")
-    p.add_argument("--concentrations", default=None,
-                   help="high-density defects per host site, e.g. 0.02,0.05")
-    p.add_argument("--count", type=int, default=None,
-                   help="low: structures per host; high: per concentration "
-                        "(needed here or in the recipe)")
-    p.add_argument("--calculator", default=None,
-                   help="oracle: chgnet (default), sevenn, emt or module:function")
-    p.add_argument("--workers", type=int, default=1,
-                   help="local dask worker processes, one thread each; 0 relaxes in "
-                        "this process")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="run on an existing dask cluster: tcp://HOST:PORT or a "
-                        "scheduler file (--workers is then unused)")
-
-
-def _fit_parser(sub) -> None:
-    f = sub.add_parser(
-        "fit", help="one command to a model: generate, split, train, evaluate (resumable)",
-        description="Generate defect structures of a host file (as definet generate),\n"
-        "split them (stratified), train DefiNet within --max-time and evaluate the\n"
-        "best checkpoint on the test split against the Dummy. OUT then holds data/,\n"
-        "run/ (best.pt, split.json, metrics.csv), model.pt (with its card) and\n"
-        "test.json; use it with 'definet relax ... --model OUT'. Rerun the same\n"
-        "command to resume.",
-        epilog="example:\n"
-        "  definet fit --host Si.vasp --supercell 2x2x2 \\\n"
-        "      --defects vacancy:Si,substitution:Si>Ge --calculator chgnet \\\n"
-        "      --count 200 --max-time 1800 --out si_model")
-    _recipe_args(f)
-    f.add_argument("--seed", type=int, default=None,
-                   help="seed of the defect sampling, the split and training (default 0)")
-    f.add_argument("--config", default="default",
-                   help="model preset (default, paper) or a JSON dict of DefiNetConfig "
-                        "fields")
-    f.add_argument("--max-time", type=float, default=None,
-                   help="training time budget in s (default: until early stopping)")
-    f.add_argument("--epochs", type=int, default=200, help="most training epochs")
-    f.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
-    f.add_argument("--batch-size", type=int, default=8, help="training batch size")
-    f.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
-    f.add_argument("--quiet", action="store_true", help="no progress bars")
-    f.add_argument("--out", required=True, help="fit folder (resumes if it exists)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="definet", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=_HelpFormatter)
@@ -189,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  definet generate --recipe recipe.toml --out DIR\n"
         "  definet generate --materials MoS2 --count 100 --scheduler tcp://HOST:8786 "
         "--out DIR")
-    _recipe_args(g)
-    g.add_argument("--materials", type=_csv, default=None,
+    recipe_args(g)
+    g.add_argument("--materials", type=csv_list, default=None,
                    help="comma-separated built-in hosts (MoS2,WSe2,hBN,GaSe,InSe,BP); "
                         "default MoS2,WSe2 when no --host is given")
     g.add_argument("--threads", type=int, default=1, help="torch threads per worker")
@@ -223,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="keep frames whose info matches (repeatable)")
     t.add_argument("--split-file", default=None, help="split JSON: keep the ids of --subset")
-    t.add_argument("--subset", type=_csv, default=["train", "val", "test"],
+    t.add_argument("--subset", type=csv_list, default=["train", "val", "test"],
                    help="comma-separated subsets of --split-file (default all three)")
-    t.add_argument("--workers", type=int, default=1, help="relaxation processes")
+    cluster_args(t, 1)
     t.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     t.add_argument("--limit", type=int, default=None, help="stop after this many new labels")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -257,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--host", required=True,
                    help="pristine host: your own pristine cell (a file: supercell or "
                         "unit cell) or a built-in name (MoS2, WSe2, hBN, GaSe, InSe, BP)")
-    _model_args(r)
+    model_args(r)
     r.add_argument("-o", "--output", default=None,
                    help="output file (default: relaxed.extxyz); its extension picks the "
                         "ASE format; several structures in a one-structure format go to "
@@ -268,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", default=None, help="ASE output format (default: from -o)")
     r.add_argument("--batch-size", type=int, default=8,
                    help="structures per forward pass")
-    _tolerance_arg(r)
+    tolerance_arg(r)
     r.add_argument("--calculator", default=None,
                    help="finish with residual steps of this calculator (chgnet, emt, "
                         "module:function; default: none, DefiNet only)")
@@ -284,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --calculator: start the residual steps from the prediction, "
                         "or from the lower in energy of the prediction and the input (one "
                         "extra calculator call; never a start above doing nothing)")
+    cluster_args(r, 0, " for the residual steps (with --calculator; the "
+                  "prediction stays here)")
     r.add_argument("--quiet", action="store_true",
                    help="no progress bar and no per-structure lines (the total line "
                         "and the output files are still printed)")
@@ -333,39 +242,38 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--restart", action="store_true", help="ignore OUT/last.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    _fit_parser(sub)
+    fit_parser(sub)
 
     e = sub.add_parser("evaluate", help="MAE and A3-A6 of a model against the Dummy")
-    _model_args(e)
-    _data_args(e)
+    model_args(e)
+    data_args(e)
     e.add_argument("--batch-size", type=int, default=8, help="structures per forward pass")
-    _tolerance_arg(e)
+    tolerance_arg(e)
     e.add_argument("--json", default=None, help="write the report here")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("residual", help="residual ionic steps from unrelaxed vs predicted")
-    _model_args(s)
-    _data_args(s)
+    model_args(s)
+    data_args(s)
     s.add_argument("--calculator", default="chgnet",
                    help="calculator of the residual steps (chgnet, emt, module:function)")
     s.add_argument("--fmax", default="0.05,0.01",
                    help="comma-separated force thresholds in eV/Å")
     s.add_argument("--steps", type=int, default=1000, help="step cap per relaxation")
-    _tolerance_arg(s)
+    tolerance_arg(s)
     s.add_argument("-n", "--n", type=int, default=20, help="number of structures")
     s.add_argument("--per-group", type=int, default=None, metavar="K",
                    help="the first K structures of each material/density group (in "
                         "store order; then -n caps the total)")
     s.add_argument("--json", default=None,
                    help="report file, rewritten after every structure")
-    s.add_argument("--workers", type=int, default=0,
-                   help="relaxation processes, one torch thread each (0: this process)")
+    cluster_args(s, 0)
     s.add_argument("--resume", action="store_true",
                    help="keep the structures already in --json and relax only the rest")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     pl = sub.add_parser("plot", help="learning curves, parity, error vs distance, top views")
-    _model_args(pl)
+    model_args(pl)
     pl.add_argument("--data", nargs="+", default=None,
                     help="data sources for parity, error and top-view plots (with a model)")
     pl.add_argument("--host", default=None, help="host for relaxation files")

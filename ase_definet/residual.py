@@ -32,12 +32,15 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
+from functools import partial
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from .calculators import CalculatorLike, make_calculator
+from .data.engine import check_shippable, in_process, map_jobs
 from .data.sample import Sample
 from .data.worker import tune_worker
 from .geometry import minimum_image
@@ -142,6 +145,7 @@ _WORKER: dict = {}
 
 def _init_worker(calculator: CalculatorLike, device: str, threads: int | None,
                  own_process: bool = False, pre_relax: dict | None = None) -> None:
+    """Set up the calculators of :func:`_relax_pair` (the engine's worker setup)."""
     if own_process:     # a spawned worker's process is ours to tune; a caller's is not
         tune_worker()
     if threads:
@@ -153,7 +157,7 @@ def _init_worker(calculator: CalculatorLike, device: str, threads: int | None,
 
 
 def _relax_pair(task: tuple) -> tuple[int, dict]:
-    """Every relaxation of one structure, in a worker process: from the unrelaxed
+    """Every relaxation of one structure, as one engine job: from the unrelaxed
     input, from the prediction and (with ``pre_relax``) from a pre-relaxation."""
     k, unrelaxed, predicted, targets, steps, optimizer, pre_relax = task
     calc = _WORKER["calc"]
@@ -186,7 +190,8 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
                    device: str = "cpu", progress: bool = True,
                    done: Sequence[dict] = (),
                    on_record: Callable[[dict], None] | None = None,
-                   workers: int = 0, pre_relax: dict | None = None) -> dict:
+                   workers: int = 0, pre_relax: dict | None = None,
+                   scheduler: str | None = None) -> dict:
     """Relax from the unrelaxed structure and from the DefiNet prediction.
 
     Parameters
@@ -212,18 +217,25 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
         ``per_structure`` records of an interrupted run with the same settings:
         structures with these ids are not relaxed again (resume).
     on_record : callable, optional
-        Called with the report so far after every structure (e.g. to save it,
-        so that an interrupted study loses at most one structure per worker).
+        Called in this process with the report so far after every structure
+        (e.g. to save it, so that an interrupted study loses at most the
+        structures in flight).
     workers : int
-        Relax in this many processes with one torch thread each (0: in this
-        process). Needs a calculator name or a picklable factory, since each
-        worker builds its own.
+        Relax on a dask ``LocalCluster`` of this many processes with one torch
+        thread each (0: in this process). Needs a calculator name or a picklable
+        factory, since each worker builds its own.
     pre_relax : dict, optional
         A third start: ``{"calculator": "chgnet", "fmax": 0.01, "optimizer":
         "FIRE", "steps": 1000}`` relaxes the unrelaxed input with that calculator
         first, then ``calculator`` relaxes from there (what a user would do
         instead of DefiNet). Its steps and seconds go into each record's
         ``pre_relax``, the runs from it into ``pre_relaxed``.
+    scheduler : str, optional
+        Relax on the workers of this dask cluster (``tcp://HOST:PORT`` or a
+        scheduler file; :mod:`ase_definet.data.engine`) instead; ``workers`` is
+        then unused. The predictions are made here, and only this process
+        writes: a lost worker costs the structure it was relaxing, which
+        another worker relaxes again.
 
     Returns
     -------
@@ -237,9 +249,7 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
     """
     from tqdm.auto import tqdm
     samples = list(samples if n is None else itertools.islice(samples, n))
-    if workers > 0 and hasattr(calculator, "get_potential_energy") \
-            and not isinstance(calculator, type):
-        raise ValueError("workers > 0 needs a calculator name or factory, not an instance")
+    check_shippable(calculator, workers, scheduler)
     targets = _thresholds(fmax)
     if pre_relax is not None:
         if "calculator" not in pre_relax or "fmax" not in pre_relax:
@@ -276,17 +286,11 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
                 "by_density": summarize_by_density(records, targets),
                 "per_structure": records}
 
-    if workers > 0 and tasks:
-        import multiprocessing as mp
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker,
-                                            initargs=(calculator, device, 1, True,
-                                                      pre_relax))
-        results = pool.imap_unordered(_relax_pair, tasks)
-    else:
-        pool = None
-        _init_worker(calculator, device, None, pre_relax=pre_relax)
-        results = map(_relax_pair, tasks)
-    try:
+    # one scheduling path (data/engine.py): this process, a LocalCluster or a cluster
+    setup = partial(_init_worker, calculator, device,
+                    None if in_process(workers, scheduler) else 1, pre_relax=pre_relax)
+    results = map_jobs(_relax_pair, tasks, setup, workers, scheduler)
+    with closing(results):
         for k, parts in tqdm(results, total=len(tasks), disable=not progress,
                              desc="residual", unit="struct"):
             s = samples[k]
@@ -294,10 +298,4 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
                         **parts, "predict_time_s": t_each}
             if on_record is not None:
                 on_record(report())
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     return report()
-
-

@@ -4,7 +4,9 @@
 appends each result to the store as it arrives. Without a scheduler it starts a
 ``LocalCluster`` of ``workers`` processes with one thread each; with one
 (``tcp://HOST:PORT`` or a scheduler file) the same jobs run on that cluster's
-workers. ``workers=0`` runs them in this process (tests, debugging).
+workers. ``workers=0`` runs them in this process (tests, debugging). :func:`map_jobs` is
+the same scheduling without a store: it yields each result to the caller, which
+writes it (``definet residual``'s report, ``definet relax``'s outputs).
 
 Why a lost worker loses nothing: this process (the client) is the only writer
 of the store and writes a result once, when it arrives. A worker lost mid-job
@@ -23,10 +25,11 @@ cluster without workers (at the start, or when all are gone) is an error after
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -45,6 +48,7 @@ WAIT_FOR_WORKERS = 60.0
 #: seconds to wait for a scheduler to answer
 CONNECT_TIMEOUT = 20.0
 PLUGIN = "ase-definet-setup"
+_NONE = object()
 
 
 class WorkerSetup(WorkerPlugin):
@@ -94,7 +98,7 @@ def run_jobs(out: Path, tasks: list, work: Callable, record: Callable,
     t0 = last_manifest = time.time()
     write_manifest(out, manifest_extra)
     try:
-        with closing(_results(tasks, work, setup, workers, scheduler)) as results:
+        with closing(map_jobs(work, tasks, setup, workers, scheduler)) as results:
             for key, res in results:
                 append_frames(out / SAMPLES, [record(key, res)])
                 counts["new"] += 1
@@ -111,23 +115,73 @@ def run_jobs(out: Path, tasks: list, work: Callable, record: Callable,
     return counts
 
 
-def _results(tasks: list, work: Callable, setup: Callable[..., None], workers: int,
-             scheduler: str | None) -> Iterator[tuple]:
-    if not tasks:      # nothing to do: start no cluster (each worker loads the oracle)
+def map_jobs(work: Callable, tasks: Iterable, setup: Callable[..., None], workers: int = 0,
+             scheduler: str | None = None) -> Iterator:
+    """``work(task)`` for every task, on dask workers; the results as they finish.
+
+    Parameters
+    ----------
+    work : callable
+        A module-level function (workers import it by name).
+    tasks : iterable
+        Picklable arguments of ``work``; an iterator is drawn lazily, as workers
+        get free, so the caller may compute tasks while earlier ones run.
+    setup : callable
+        ``setup(own_process=...)``: run by every worker before its first job
+        (True), or once here when the jobs run in this process (False).
+    workers : int
+        Local worker processes, one thread each (a ``LocalCluster``); 0 runs the
+        jobs here, in task order. Unused with ``scheduler``.
+    scheduler : str, optional
+        ``tcp://HOST:PORT`` (any dask address) or a scheduler file.
+
+    Yields
+    ------
+    object
+        ``work(task)``, in the order the jobs finish. Close the generator
+        (``contextlib.closing``) to cancel the jobs in flight and shut a local
+        cluster down when the caller stops early.
+    """
+    todo = iter(tasks)
+    first = next(todo, _NONE)
+    if first is _NONE:  # nothing to do: start no cluster (each worker loads the oracle)
         return
-    if workers <= 0 and scheduler is None:
+    todo = itertools.chain([first], todo)
+    if in_process(workers, scheduler):
         setup(own_process=False)
-        yield from map(work, tasks)
+        yield from map(work, todo)
         return
     if Client is None:
         raise ImportError("worker processes and clusters run on dask.distributed: "
                           "pip install 'ase_definet[dask]' (or run with workers=0)")
     with connect(workers, scheduler) as client:
         client.register_plugin(WorkerSetup(setup), name=PLUGIN)
-        yield from _stream(client, work, tasks)
+        yield from _stream(client, work, todo)
 
 
-def _stream(client: Client, work: Callable, tasks: list) -> Iterator[tuple]:
+def in_process(workers: int, scheduler: str | None) -> bool:
+    """Whether jobs run in this process (``workers`` 0 and no scheduler)."""
+    return workers <= 0 and scheduler is None
+
+
+def check_shippable(calculator, workers: int, scheduler: str | None) -> None:
+    """Refuse a calculator instance for jobs that run on workers.
+
+    Each worker builds its own calculator from a name or a factory; an instance
+    (with its state, and possibly unpicklable) cannot be sent to them.
+
+    Raises
+    ------
+    ValueError
+        ``calculator`` is an instance and ``workers``/``scheduler`` ask for workers.
+    """
+    if not in_process(workers, scheduler) and not isinstance(calculator, type) \
+            and hasattr(calculator, "get_potential_energy"):
+        raise ValueError("worker processes and clusters need a calculator name or "
+                         "factory (each worker builds its own), not an instance")
+
+
+def _stream(client: Client, work: Callable, tasks: Iterable) -> Iterator:
     """Results in the order they finish, with a bounded number of jobs in flight.
 
     The bound (two per worker thread, at least 4) is taken again after every

@@ -91,7 +91,7 @@ def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
             calculator: str | None = None,
             where: Iterable[str] | None = None, ids: Iterable[str] | None = None,
             workers: int = 1, threads: int = 1, limit: int | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, scheduler: str | None = None) -> dict:
     """Continue the selected labels of ``src`` to ``fmax``, writing a store in ``out``.
 
     Parameters
@@ -110,8 +110,10 @@ def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
         labels from two potentials are never mixed.
     where, ids : optional
         Keep frames whose info matches every ``KEY=VALUE``, and whose id is listed.
-    workers, threads, limit, progress
-        As in :func:`~ase_definet.data.generate.generate`.
+    workers, threads, limit, progress, scheduler
+        As in :func:`~ase_definet.data.generate.generate`: a ``LocalCluster`` of
+        ``workers`` processes (0: this process) or the cluster of ``scheduler``
+        (``tcp://HOST:PORT`` or a scheduler file) relaxes; this process writes.
 
     Returns
     -------
@@ -173,5 +175,5 @@ def tighten(src: str | Path, out: str | Path, fmax: float = TIGHT_FMAX,
         out, [(f, fmax, steps, optimizer) for f in todo], _tighten_job,
         partial(_record, fmax=fmax, steps=steps, optimizer=optimizer, version=version),
         calculator, workers, threads, f"tighten to {fmax} ({optimizer})", progress,
-        manifest_extra=extra))
+        manifest_extra=extra, scheduler=scheduler))
     return summary
