@@ -70,7 +70,7 @@ def relax_many(structures: Iterable[Atoms], host, predictor: Predictor,
         preds = predictor.predict(out, host, batch_size=len(out))
         for a, p in zip(out, preds):
             apply_prediction(a, p.positions, p.match, on_violation, stacklevel=3,
-                             **limits)
+                             **limits, **p.uncertainty())
         return out
 
     batches = ((b, predict(b)) for b in _batches(structures, batch_size))

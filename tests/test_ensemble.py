@@ -207,3 +207,13 @@ def test_calibration_of_an_honest_sigma(rng):
     # a sigma unrelated to the error ranks nothing
     noise = calibration(errors, rng.permutation(sigma), structure)
     assert abs(noise["spearman"]) < 0.4
+
+
+def test_batch_relaxation_records_sigma(ensemble, rng):
+    from ase_definet.batch import relax_many
+    structs = [_defect_structure(rng)[0] for _ in range(2)]
+    host = _defect_structure(rng)[1]
+    out = [a for batch in relax_many(structs, host, Predictor(ensemble, device="cpu"),
+                                     batch_size=2) for a in batch]
+    assert all(a.arrays["definet_sigma"].shape == (len(a),) for a in out)
+    assert all(a.info["definet_sigma_mean"] > 0 for a in out)
