@@ -198,8 +198,9 @@ def relax_tree(root: str | Path, host, predictor, output: str | Path | None = No
     progress : callable, optional
         Called with each entry once its fate is known.
     **relax_kwargs
-        ``calculator``, ``fmax``, ``steps``, ``on_violation``, ... of
-        :func:`~ase_definet.batch.relax_many`.
+        ``calculator``, ``fmax``, ``steps``, ``on_violation``, ``workers``,
+        ``scheduler``, ... of :func:`~ase_definet.batch.relax_many` (the residual
+        steps may run on dask workers; the POSCARs are written here, in path order).
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""One scheduler for oracle jobs: dask.distributed, on this machine or a cluster.
+"""One scheduler for calculator jobs: dask.distributed, on this machine or a cluster.
 
 :func:`run_jobs` hands jobs to the workers of a ``dask.distributed`` cluster and
 appends each result to the store as it arrives. Without a scheduler it starts a
