@@ -203,13 +203,27 @@ class Predictor:
             else float("inf")
 
     # ------------------------------------------------------------ preparation
-    def prepare(self, atoms: Atoms, host, tolerance: float | None = None
-                ) -> tuple[HostMatch, Graph, dict]:
+    def prepare(self, atoms: Atoms, host, tolerance: float | None = None,
+                forces: np.ndarray | None = None) -> tuple[HostMatch, Graph, dict]:
         """Match and build the graph of one structure; returns timings in s.
 
-        ``tolerance`` ``None`` uses the predictor's :attr:`tolerance`.
+        ``tolerance`` ``None`` uses the predictor's :attr:`tolerance`. A model
+        with ``force_input`` reads ``forces`` (eV/Å, ``(len(atoms), 3)``, at the
+        unrelaxed input) or, when none are given, asks the calculator attached to
+        ``atoms`` for them (one extra call; timed as ``"forces"``).
         """
         t0 = time.perf_counter()
+        t_forces = 0.0
+        if self.config.force_input and forces is None:
+            if atoms.calc is None:
+                raise ValueError(
+                    "this model reads the forces at the unrelaxed input "
+                    "(force_input): attach a calculator to the structure or pass forces=")
+            forces = atoms.get_forces()
+            t_forces = time.perf_counter() - t0
+            t0 = time.perf_counter()
+        elif not self.config.force_input:
+            forces = None
         match = match_host(atoms, host,
                            tolerance=self.tolerance if tolerance is None else tolerance)
         t1 = time.perf_counter()
@@ -217,10 +231,11 @@ class Predictor:
         # the host as given (match.host is rebuilt per structure); its scope is cached
         check_scope(host, atoms, self.card, self.strict)
         graph = build_graph(match, atoms.cell.array, atoms.pbc | match.host.pbc,
-                            self.config.cutoff, self.config.max_neighbors)
+                            self.config.cutoff, self.config.max_neighbors, forces=forces)
         t2 = time.perf_counter()
         self._check_memory([graph])
-        return match, graph, {"match": t1 - t0, "graph": t2 - t1}
+        timings = {"match": t1 - t0, "graph": t2 - t1}
+        return match, graph, dict(timings, forces=t_forces) if t_forces else timings
 
     def _memory_gb(self, n_edges: int) -> float:
         return n_edges * self.config.hidden * _BYTES_PER_EDGE_FEATURE / 1e9
@@ -267,7 +282,7 @@ class Predictor:
         return np.split(disp, np.cumsum(sizes)[:-1], axis=1)
 
     def predict(self, atoms_list: list[Atoms], hosts, tolerance: float | None = None,
-                batch_size: int = 8) -> list[Prediction]:
+                batch_size: int = 8, forces: list | None = None) -> list[Prediction]:
         """Relaxed positions of many structures.
 
         Parameters
@@ -279,18 +294,26 @@ class Predictor:
             Host-matching tolerance in Å (``None``: :attr:`tolerance`).
         batch_size : int
             Structures per forward pass (also cut by ``max_memory_gb``).
+        forces : list of arrays, optional
+            For a ``force_input`` model: each structure's forces at its input
+            (eV/Å; an entry ``None`` asks the structure's calculator).
         """
         if not isinstance(hosts, (list, tuple)):
             hosts = [hosts] * len(atoms_list)
+        if forces is None:
+            forces = [None] * len(atoms_list)
+        if len(forces) != len(atoms_list):
+            raise ValueError(f"{len(forces)} force arrays for {len(atoms_list)} structures")
         with torch_threads(self.threads):
-            return self._predict(atoms_list, hosts, tolerance, batch_size)
+            return self._predict(atoms_list, hosts, tolerance, batch_size, forces)
 
-    def _predict(self, atoms_list, hosts, tolerance, batch_size) -> list[Prediction]:
+    def _predict(self, atoms_list, hosts, tolerance, batch_size, forces) -> list[Prediction]:
         preds: list[Prediction] = []
         for start in range(0, len(atoms_list), max(1, batch_size)):
             part = atoms_list[start:start + batch_size]
-            prepared = [self.prepare(a, h, tolerance)
-                        for a, h in zip(part, hosts[start:start + batch_size])]
+            stop = start + batch_size
+            prepared = [self.prepare(a, h, tolerance, f)
+                        for a, h, f in zip(part, hosts[start:stop], forces[start:stop])]
             t0 = time.perf_counter()
             disps = self.forward_graphs([g for _, g, _ in prepared], members=True)
             t_net = (time.perf_counter() - t0) / len(part)

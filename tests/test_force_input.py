@@ -203,3 +203,26 @@ def test_trainer_runs_with_both_options(rng, tmp_path):
         out = net(g.numbers, g.markers, g.edge_src, g.edge_dst, g.edge_vec, g.batch, 1,
                   **g.model_kwargs(net.config))
     assert torch.isfinite(out).all()
+
+
+def test_predictor_and_relaxer_take_forces_from_the_attached_calculator(rng):
+    from ase_definet import DefiNetRelaxer
+    from ase_definet.inference import Predictor
+    torch.manual_seed(0)
+    net = DefiNet(DefiNetConfig(**SMALL, force_input=True))
+    pred = Predictor(net, device="cpu", strict=False)
+    atoms, host, forces = _structure(rng)
+    with pytest.raises(ValueError, match="attach a calculator to the structure or pass forces"):
+        pred.predict([atoms], host)
+    given = pred.predict([atoms], host, forces=[forces])[0].positions
+    atoms.calc = EMT()
+    p = pred.predict([atoms], host)[0]
+    assert np.allclose(p.positions, given) and p.timings["forces"] > 0
+    # other forces, another prediction: the input is really read
+    flipped = pred.predict([atoms], host, forces=[-forces])[0].positions
+    assert np.abs(flipped - given).max() > 1e-6
+    with pytest.raises(ValueError, match="1 force arrays for 2 structures"):
+        pred.predict([atoms, atoms], host, forces=[forces])
+    # DefiNetRelaxer with a calculator attached predicts from its forces
+    r = DefiNetRelaxer(atoms, host, model=pred, logfile=None)
+    assert np.allclose(r.predict(), given)
