@@ -54,7 +54,8 @@ def _cmd_tighten(args) -> int:
 def _predictor(args):
     from .inference import Predictor
     return Predictor(args.model, device=args.device, strict=not args.no_strict,
-                     tolerance=getattr(args, "tolerance", DEFAULT_TOLERANCE))
+                     tolerance=getattr(args, "tolerance", DEFAULT_TOLERANCE),
+                     uncertainty_policy=getattr(args, "uncertainty_policy", None))
 
 
 def _selected(args):

@@ -27,6 +27,10 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-strict", action="store_true",
                    help="predict even for elements/defects outside the model card")
+    p.add_argument("--uncertainty-policy", default=None, metavar="POLICY",
+                   help="with an ensemble model, where its members disagree: none (the "
+                        "raw mean), shrink:L, withhold:T or shrink:L+withhold:T "
+                        "(default: the policy the model card names)")
 
 
 def data_args(p: argparse.ArgumentParser) -> None:

@@ -117,10 +117,20 @@ def structure_record(atoms: Atoms, source: str) -> dict:
             "vacancies": _count(info.get("definet_vacancies")),
             "substitutions": _count(info.get("definet_substitutions")),
             "max_move": None if move is None else float(move),
+            # an ensemble's uncertainty (Å) and policy; None for a single model
+            "sigma_mean": _float(info.get("definet_sigma_mean")),
+            "sigma_max": _float(info.get("definet_sigma_max")),
+            "policy": info.get("definet_policy"),
+            "withheld": None if "definet_withheld" not in info
+            else bool(info["definet_withheld"]),
             "residual_steps": None if steps is None else int(steps),
             "converged": None if conv is None else bool(conv),
             "warnings": [str(w) for w in ([warnings] if isinstance(warnings, str)
                                           else warnings)]}
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def _plural(n: int | None, word: str, many: str | None = None) -> str:
@@ -134,6 +144,10 @@ def format_record(rec: dict) -> str:
              f"{_plural(rec['substitutions'], 'substitution')}"]
     if rec["max_move"] is not None:
         parts.append(f"largest predicted move {rec['max_move']:.3f} Å")
+    if rec.get("sigma_mean") is not None:
+        held = ", withheld: input kept" if rec.get("withheld") else ""
+        parts.append(f"sigma mean {rec['sigma_mean']:.3f} / max {rec['sigma_max']:.3f} Å "
+                     f"({rec.get('policy') or 'none'}{held})")
     if rec["prediction"] == "reverted":
         parts.append("prediction reverted to the input positions")
     if rec["residual_steps"] is not None or rec["converged"] is not None:

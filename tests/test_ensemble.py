@@ -1,6 +1,8 @@
 """Deep ensemble (issue #31): sigma, batching, checkpoints and the do-no-harm policy."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -217,3 +219,29 @@ def test_batch_relaxation_records_sigma(ensemble, rng):
                                      batch_size=2) for a in batch]
     assert all(a.arrays["definet_sigma"].shape == (len(a),) for a in out)
     assert all(a.info["definet_sigma_mean"] > 0 for a in out)
+
+
+def test_cli_relax_prints_and_writes_sigma_and_takes_a_policy(tmp_path, capsys):
+    from ase.io import read
+
+    from ase_definet.cli import main
+    from conftest import ROOT
+    example = ROOT / "examples" / "data" / "MoS2_defects.extxyz"
+    save_checkpoint(tmp_path / "ens.pt", DefiNetEnsemble(CFG, _members()))
+    run = ["relax", str(example), "--host", "MoS2", "--model", str(tmp_path / "ens.pt"),
+           "--threads", "1"]
+    assert main([*run, "-o", str(tmp_path / "raw.extxyz")]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith(str(example))]
+    assert len(lines) == 2 and all(re.search(r"sigma mean \d\.\d{3} / max \d\.\d{3} Å "
+                                             r"\(none\)", x) for x in lines)
+    raw = read(tmp_path / "raw.extxyz", ":")
+    assert all(f.arrays["definet_sigma"].shape == (len(f),) for f in raw)
+    assert main([*run, "-o", str(tmp_path / "held.extxyz"),
+                 "--uncertainty-policy", "withhold:0"]) == 0
+    assert "(withhold:0, withheld: input kept)" in capsys.readouterr().out
+    inputs = read(example, ":")
+    for f, a in zip(read(tmp_path / "held.extxyz", ":"), inputs):
+        assert np.allclose(f.positions, a.positions)
+    assert main([*run, "-o", str(tmp_path / "bad.extxyz"),
+                 "--uncertainty-policy", "grow:1"]) == 2
+    assert "unknown uncertainty_policy 'grow:1'" in capsys.readouterr().err
