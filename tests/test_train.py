@@ -310,3 +310,36 @@ def test_input_noise_moves_starts_not_relaxed_structures(emt_store, tmp_path):
     again = Trainer(items, items, tmp_path / "n", TrainConfig(model=SMALL, input_noise=0.05))
     again.resume(tmp_path / "n" / "last.pt")
     assert torch.equal(again.noise_generator.get_state(), noisy.noise_generator.get_state())
+
+
+def test_a_non_finite_gradient_skips_its_step_not_the_run(emt_store, tmp_path):
+    """Bug: an overflowing batch made clip_grad_norm_ scale every gradient by zero
+    (inf * 0 = NaN) and the weights turned NaN, ending an ensemble member at epoch 8.
+    Now that step is skipped with a warning; a run where it keeps happening raises."""
+    import torch
+    from ase_definet.data.load import load_samples
+    from ase_definet.encoding import encode
+    from ase_definet.trainer import Trainer
+    items = encode(load_samples(emt_store).samples[:6], SMALL)
+    trainer = Trainer(items, items, tmp_path / "t", TrainConfig(model=SMALL, batch_size=2),
+                      progress=False)
+    real, calls = trainer.batch_loss, []
+
+    def overflow_once(glob):
+        loss, per, mine = real(glob)
+        calls.append(1)
+        return (loss * math.inf if len(calls) == 2 else loss), per, mine
+
+    trainer.batch_loss = overflow_once
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with pytest.warns(UserWarning, match="non-finite gradient on structures .*step skipped"):
+        loss = trainer.train_epoch()
+    assert math.isfinite(loss) and trainer.skipped_steps == 1 and len(calls) == 3
+    after = list(trainer.model.parameters())
+    assert all(torch.isfinite(p).all() for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))   # other steps ran
+
+    trainer.batch_loss = lambda glob: (lambda r: (r[0] * math.inf, *r[1:]))(real(glob))
+    with pytest.warns(UserWarning), pytest.raises(FloatingPointError,
+                                                  match="non-finite gradients in 3 batches"):
+        trainer.train_epoch()
