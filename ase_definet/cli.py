@@ -214,6 +214,22 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_calibrate(args) -> int:
+    from .calibrate import calibrate_ensemble, calibration_text
+    from .data.load import load_samples
+    from .data.splits import apply_split
+    note = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    samples = load_samples(args.data, progress_note=note, exclude=args.holdout or None).samples
+    parts = apply_split(samples, args.split_file, unassigned="drop")
+    held = {"test": list(parts["test"])}
+    if args.holdout:
+        held["holdout"] = load_samples(args.data, progress_note=note, where=args.holdout).samples
+    section = calibrate_ensemble(args.members, list(parts["val"]), args.out, held,
+                                 batch_size=args.batch_size, progress=not args.quiet)
+    print(calibration_text(section))
+    return 0
+
+
 def _cmd_residual(args) -> int:
     from .evaluate import save_report
     from .residual import format_residual, residual_study
@@ -288,6 +304,7 @@ COMMANDS = {
     "train": _cmd_train,
     "fit": _cmd_fit,
     "evaluate": _cmd_evaluate,
+    "calibrate": _cmd_calibrate,
     "residual": _cmd_residual,
     "plot": _cmd_plot,
     "audit-split": _cmd_audit_split,

@@ -252,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="write the report here")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    c = sub.add_parser("calibrate", help="join ensemble members, calibrate sigma and "
+                       "choose the do-no-harm policy on a validation split")
+    c.add_argument("members", nargs="+", help="member checkpoints (their best.pt)")
+    c.add_argument("--data", nargs="+", required=True, help="labelled data sources")
+    c.add_argument("--split-file", required=True,
+                   help="split JSON: its val part calibrates, its test part is scored")
+    c.add_argument("--holdout", action="append", default=[], metavar="KEY=VALUE",
+                   help="samples kept out of val/test and scored as the 'holdout' set "
+                        "(e.g. supercell=12x12; repeatable)")
+    c.add_argument("--out", required=True,
+                   help="folder for best.pt (the ensemble with its uncertainty card), "
+                        "calibration.json, test.json, test_none.json, holdout*.json")
+    c.add_argument("--batch-size", type=int, default=8, help="structures per forward pass")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+
     s = sub.add_parser("residual", help="residual ionic steps from unrelaxed vs predicted")
     model_args(s)
     data_args(s)

@@ -1,0 +1,121 @@
+"""Ensemble calibration and the choice of the do-no-harm policy (issue #31)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ase_definet.calibrate import (CANDIDATES, calibrate_ensemble, rank_policies, raw_run,
+                                   score_policy)
+from ase_definet.data.load import load_samples
+from ase_definet.evaluate import evaluate
+from ase_definet.inference import Predictor
+from ase_definet.model import DefiNet, DefiNetConfig
+from ase_definet.weights import save_checkpoint
+
+CFG = DefiNetConfig(hidden=16, num_layers=2, num_rbf=8)
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory) -> list[str]:
+    """Three small untrained members (they disagree, so sigma is not zero)."""
+    out = tmp_path_factory.mktemp("members")
+    paths = []
+    for k in range(3):
+        torch.manual_seed(k)
+        net = DefiNet(CFG)
+        save_checkpoint(out / f"m{k}.pt", net, meta={"epoch": 1, "train_config": {"seed": k}})
+        paths.append(str(out / f"m{k}.pt"))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def samples(emt_store):
+    return load_samples(emt_store, progress_note=lambda m: None).samples
+
+
+def _score(policy, share, mae, n=10):
+    return {"policy": policy, "worse_share": share, "balanced_mae": mae, "n": n}
+
+
+def test_rule_takes_the_safest_policy_within_two_points():
+    scores = [_score("none", 0.10, 50.0), _score("shrink:1", 0.05, 48.5),
+              _score("withhold:1", 0.02, 47.0),            # safest, but 3 points lower
+              _score("shrink:2", 0.05, 49.0), _score("shrink:1+withhold:2", 0.05, 49.0)]
+    ranked = [s["policy"] for s in rank_policies(scores)]
+    assert "withhold:1" not in ranked
+    # equal share: the smaller drop first, then the simpler of two equal drops
+    assert ranked == ["shrink:2", "shrink:1+withhold:2", "shrink:1", "none"]
+    with pytest.raises(ValueError, match="raw ensemble .'none'. as the reference"):
+        rank_policies(scores[1:])
+
+
+def test_raw_run_needs_an_ensemble(samples):
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="calibration needs an ensemble"):
+        raw_run(Predictor(DefiNet(CFG), device="cpu"), samples[:2], progress=False)
+
+
+def test_withholding_everything_scores_as_the_dummy(members, samples):
+    from ase_definet.weights import ensemble_of
+    run = raw_run(Predictor(ensemble_of(members), device="cpu"), samples[:6], progress=False)
+    s = score_policy(run, "withhold:0", 1.0)          # mean sigma > 0 always: all kept
+    assert s["withheld"] == 6 and s["worse_n"] == 0
+    assert s["balanced_mae"] == pytest.approx(0.0, abs=1e-9)
+    raw = score_policy(run, "none", 1.0)
+    assert raw["withheld"] == 0 and raw["balanced_mae"] != pytest.approx(0.0, abs=1e-6)
+
+
+def test_calibrated_ensemble_applies_its_card_and_reproduces_its_report(members, samples,
+                                                                       tmp_path):
+    val, test = samples[:18], samples[18:30]
+    section = calibrate_ensemble(members, val, tmp_path, held_out={"test": test},
+                                 progress=False)
+    names = {p.name for p in CANDIDATES}
+    assert section["policy"] in names and section["members"] == 3
+    assert len(section["validation"]["policies"]) == len(CANDIDATES)
+    # the scale is fitted so that 95 % of validation atoms err by less than 2 sigma
+    assert section["validation"]["calibrated"]["coverage_2sigma"] == pytest.approx(0.95,
+                                                                                abs=0.02)
+    assert section["scale"] > 0
+    on_file = json.loads((tmp_path / "calibration.json").read_text())
+    assert on_file["policy"] == section["policy"] and on_file["scale"] == section["scale"]
+    # a Predictor of the written ensemble reads scale and policy from its card ...
+    pred = Predictor(str(tmp_path / "best.pt"), device="cpu")
+    assert pred.members and pred.policy.name == section["policy"]
+    assert pred.sigma_scale == pytest.approx(section["scale"])
+    # ... and reproduces the test report that calibration wrote (the card's numbers)
+    report = json.loads((tmp_path / "test.json").read_text())
+    again = evaluate(pred, test, progress=False)
+    assert report["overall"]["n"] == len(test)
+    for key in ("mae", "a3"):
+        assert again["overall"]["model"][key] == pytest.approx(
+            report["overall"]["model"][key], rel=1e-6)
+    raw = json.loads((tmp_path / "test_none.json").read_text())
+    held = section["test"]
+    assert held["none"]["worse_n"] == raw["overall"]["worse_than_dummy"]["n"]
+    assert held["drop"] == pytest.approx(held["none"]["balanced_mae"]
+                                         - held["policy"]["balanced_mae"])
+    assert np.isfinite(held["calibration"]["calibrated"]["spearman"])
+
+
+def test_cli_calibrate_writes_the_ensemble_and_prints_the_tables(members, samples, emt_store,
+                                                                 tmp_path, capsys):
+    from ase_definet.cli import main
+    from ase_definet.data.splits import write_split
+    split = write_split({"train": samples[:6], "val": samples[6:24], "test": samples[24:]},
+                        tmp_path / "split.json", seed=0)
+    out = tmp_path / "ens"
+    assert main(["calibrate", *members, "--data", str(emt_store), "--split-file",
+                 str(split), "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    section = json.loads((out / "calibration.json").read_text())
+    assert f"`{section['policy']}`" in text and "(chosen)" in text and "| test |" in text
+    assert {"best.pt", "test.json", "test_none.json"} <= {p.name for p in out.iterdir()}
+    # one member is not an ensemble: a one-line error, and no folder is left behind
+    assert main(["calibrate", members[0], "--data", str(emt_store), "--split-file",
+                 str(split), "--out", str(tmp_path / "one"), "--quiet"]) != 0
+    assert "at least 2 member checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "one").exists()
