@@ -28,12 +28,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .breakdown import strata_markdown, worse_lines
+from .calibrate import calibration_text
 from .reproduce import reproduce_line
-from .residual_report import lower_higher, summarize_by_density
+from .residual_report import residual_lines, summarize_by_density
 from .scope import scope_lines
 from .targets import group_order, targets_markdown  # noqa: F401 (group_order: old import path)
 from .textfmt import fmt_num
-from .training_log import training_log, with_history
+from .training_log import ensemble_training, member_lines, training_log, with_history
 
 
 def oracle_note(manifest: dict, store: str | Path | None = None) -> str:
@@ -115,13 +116,16 @@ def build_card(run: str | Path, data: str | Path, test_report: dict,
                  "groups": manifest.get("groups"), "split": str(run / "split.json"),
                  "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
                  "excluded": meta.get("excluded", [])},
-        "training": dict(with_history(training_log(run), meta.get("init")),
+        "training": dict(ensemble_training(meta["members"]) if meta.get("members") else
+                         with_history(training_log(run), meta.get("init")),
                          recipe=meta.get("train_config"),
                          hardware=f"{platform.machine()} {meta.get('device', 'cpu')}, "
                                   f"{meta.get('threads', '?')} torch threads × "
                                   f"{meta.get('world_size', 1)} process(es)",
                          code_version=ckpt.get("code_version")),
     }
+    if (meta.get("card") or {}).get("uncertainty"):     # from `definet calibrate`
+        card["uncertainty"] = meta["card"]["uncertainty"]
     card = rescore_card(card, test_report, holdout_report, loose_report, split, note,
                         residual_report)
     if loose_data is not None:
@@ -212,40 +216,6 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def _residual_lines(card: dict) -> list[str]:
-    res = card.get("residual_steps")
-    if not res:
-        return ["Residual-step study: not run."]
-    lines = [f"Residual steps with {card.get('residual_calculator', 'chgnet')} + BFGS on "
-             f"{card.get('residual_steps_n', '?')} test structures"
-             + (f" of `{card['residual_steps_split']}`" if card.get("residual_steps_split")
-                else "")
-             + (" (" + ", ".join(f"{g} {n}" for g, n in card["residual_steps_groups"].items())
-                + ")" if card.get("residual_steps_groups") else "")
-             + " (median; from the unrelaxed input vs from the DefiNet prediction):", "",
-             "| fmax (eV/Å) | from unrelaxed | from DefiNet | reduction | "
-             "median per-structure reduction | max abs(ΔE) (meV) | DefiNet's end lower / "
-             "higher |",
-             "|---|---|---|---|---|---|---|"]
-    for fmax, r in res.items():
-        lines.append(
-            f"| {fmax} | {r.get('median_steps_unrelaxed')} | {r.get('median_steps_predicted')} "
-            f"| {fmt_num(r.get('reduction_pct'))} % | {fmt_num(r.get('median_reduction_pct'))} % "
-            f"| {fmt_num(r.get('dE_meV_max'))} | {lower_higher(r) or 'n/a'} |")
-    lower = card.get("residual_steps_lower_start")
-    if lower:
-        first = next(iter(lower.values()))
-        lines += ["", f"With `start=\"lower\"` (the residual steps start from the lower in "
-                  f"energy of the prediction and the input: {first['extra_calls']} extra "
-                  f"calculator calls, the input taken {first['from_unrelaxed']} times):", "",
-                  *lines[2:4]]
-        lines += [f"| {fmax} | {r.get('median_steps_unrelaxed')} | "
-                  f"{r.get('median_steps_predicted')} | {fmt_num(r.get('reduction_pct'))} % | "
-                  f"{fmt_num(r.get('median_reduction_pct'))} % | {fmt_num(r.get('dE_meV_max'))} "
-                  f"| {lower_higher(r) or 'n/a'} |" for fmax, r in lower.items()]
-    return lines
-
-
 def _strata_lines(card: dict) -> list[str]:
     """Per-concentration tables and worse-than-Dummy counts (cards since issue #29)."""
     sets = [(f"test split (n = {card['test']['overall']['n']})", card["test"])]
@@ -325,7 +295,7 @@ def card_readme(card: dict) -> str:
         f"- {t['epochs']} epochs, {t['wall_time_s'] / 60:.0f} min on {t['hardware']}; "
         f"best validation MAE {t['best_val_mae']:.4f} Å"
         + (f" (epoch {t['best_epoch']})" if "best_epoch" in t else ""),
-        *_history_lines(t),
+        *_history_lines(t), *member_lines(t),
         f"- recipe: `{json.dumps(recipe)}`",
         f"- reproduce: {reproduce_line(card)} (data: `{d['source']}/recipe.sh`)", "",
         "## Test metrics (Å; model / Dummy (improvement))",
@@ -335,7 +305,9 @@ def card_readme(card: dict) -> str:
         + (f" Test split: `{d['test_split']}`." if d.get("test_split") else ""), "",
         *([f"**{card['test_note']}**", ""] if card.get("test_note") else []),
         card_markdown(card), "",
-        *_residual_lines(card), "",
+        *residual_lines(card), "",
+        *(["## Uncertainty", "", calibration_text(card["uncertainty"]), ""]
+          if card.get("uncertainty") else []),
         *_strata_lines(card),
         *_drift_lines(card),
         "## Against the targets (improvement over the Dummy, test split)", "",

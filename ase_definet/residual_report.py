@@ -198,3 +198,38 @@ def format_residual(report: dict) -> str:
             lines.append(f"{density} density (n = {block['n']})")
             lines += rows(block["summary"])
     return "\n".join(lines)
+
+
+def residual_lines(card: dict) -> list[str]:
+    """The model card's residual-step section (markdown lines)."""
+    res = card.get("residual_steps")
+    if not res:
+        return ["Residual-step study: not run."]
+    lines = [f"Residual steps with {card.get('residual_calculator', 'chgnet')} + BFGS on "
+             f"{card.get('residual_steps_n', '?')} test structures"
+             + (f" of `{card['residual_steps_split']}`" if card.get("residual_steps_split")
+                else "")
+             + (" (" + ", ".join(f"{g} {n}" for g, n in card["residual_steps_groups"].items())
+                + ")" if card.get("residual_steps_groups") else "")
+             + " (median; from the unrelaxed input vs from the DefiNet prediction):", "",
+             "| fmax (eV/Å) | from unrelaxed | from DefiNet | reduction | "
+             "median per-structure reduction | max abs(ΔE) (meV) | DefiNet's end lower / "
+             "higher |",
+             "|---|---|---|---|---|---|---|"]
+    for fmax, r in res.items():
+        lines.append(
+            f"| {fmax} | {r.get('median_steps_unrelaxed')} | {r.get('median_steps_predicted')} "
+            f"| {fmt_num(r.get('reduction_pct'))} % | {fmt_num(r.get('median_reduction_pct'))} % "
+            f"| {fmt_num(r.get('dE_meV_max'))} | {lower_higher(r) or 'n/a'} |")
+    lower = card.get("residual_steps_lower_start")
+    if lower:
+        first = next(iter(lower.values()))
+        lines += ["", f"With `start=\"lower\"` (the residual steps start from the lower in "
+                  f"energy of the prediction and the input: {first['extra_calls']} extra "
+                  f"calculator calls, the input taken {first['from_unrelaxed']} times):", "",
+                  *lines[2:4]]
+        lines += [f"| {fmax} | {r.get('median_steps_unrelaxed')} | "
+                  f"{r.get('median_steps_predicted')} | {fmt_num(r.get('reduction_pct'))} % | "
+                  f"{fmt_num(r.get('median_reduction_pct'))} % | {fmt_num(r.get('dE_meV_max'))} "
+                  f"| {lower_higher(r) or 'n/a'} |" for fmax, r in lower.items()]
+    return lines

@@ -26,8 +26,14 @@ def members(tmp_path_factory) -> list[str]:
     for k in range(3):
         torch.manual_seed(k)
         net = DefiNet(CFG)
-        save_checkpoint(out / f"m{k}.pt", net, meta={"epoch": 1, "train_config": {"seed": k}})
-        paths.append(str(out / f"m{k}.pt"))
+        run = out / f"member-{k}"
+        run.mkdir()
+        save_checkpoint(run / "best.pt", net, meta={"epoch": 2, "train_config": {"seed": k},
+                                                     "n_train": 6, "n_val": 18})
+        (run / "metrics.csv").write_text("epoch,train_loss,val_mae,val_score,lr,time\n"
+                                         f"1,1.0,0.0{k + 3},0.5,1e-3,10.0\n"
+                                         f"2,0.9,0.0{k + 2},0.4,1e-3,12.0\n")
+        paths.append(str(run / "best.pt"))
     return paths
 
 
@@ -119,3 +125,21 @@ def test_cli_calibrate_writes_the_ensemble_and_prints_the_tables(members, sample
                  str(split), "--out", str(tmp_path / "one"), "--quiet"]) != 0
     assert "at least 2 member checkpoints" in capsys.readouterr().err
     assert not (tmp_path / "one").exists()
+
+
+def test_card_of_a_calibrated_ensemble(members, samples, emt_store, tmp_path):
+    from ase_definet.card import build_card, card_readme
+    calibrate_ensemble(members, samples[:18], tmp_path, held_out={"test": samples[18:]},
+                       progress=False)
+    report = json.loads((tmp_path / "test.json").read_text())
+    card = build_card(tmp_path, emt_store, report, name="cu-ensemble")
+    section = json.loads((tmp_path / "calibration.json").read_text())
+    assert card["uncertainty"]["policy"] == section["policy"]
+    assert card["uncertainty"]["scale"] == pytest.approx(section["scale"])
+    t = card["training"]
+    assert t["epochs"] == 6 and t["wall_time_s"] == pytest.approx(66.0)
+    assert [m["seed"] for m in t["members"]] == [0, 1, 2]
+    assert t["best_val_mae"] == pytest.approx((0.02 + 0.03 + 0.04) / 3)
+    text = card_readme(card)
+    assert "## Uncertainty" in text and f"`{section['policy']}`" in text
+    assert "member seed 2: 2 epochs, best validation MAE 0.0400" in text

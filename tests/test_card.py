@@ -343,7 +343,8 @@ def test_rescore_card_replaces_the_test_sections_and_says_which_split(tmp_path, 
 
 
 def test_rescored_card_takes_a_residual_study_with_the_lower_start():
-    from ase_definet.card import _residual_lines, rescore_card
+    from ase_definet.card import rescore_card
+    from ase_definet.residual_report import residual_lines
     from ase_definet.residual_report import summarize
     rec = {"id": "a", "group": "MoS2/high"}
     for start, (e0, steps, e1) in {"unrelaxed": (0.0, 10, -1.0),
@@ -361,6 +362,6 @@ def test_rescored_card_takes_a_residual_study_with_the_lower_start():
     # the prediction starts 500 meV above the input: start="lower" takes the input
     assert lower["from_unrelaxed"] == 1 and lower["median_steps_predicted"] == 10
     assert "residual_steps_split" not in card          # the study ran on the test split
-    text = "\n".join(_residual_lines(card))
+    text = "\n".join(residual_lines(card))
     assert 'With `start="lower"`' in text and "the input taken 1 times" in text
     assert "| 0.05 | 10.0 | 10.0 | 0.0 % |" in text        # no step saved, none lost
