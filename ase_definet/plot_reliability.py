@@ -40,14 +40,15 @@ _EXPECTED = ("a 'reliability' list of {'sigma', 'rms_error', 'n'} bins in blocks
 
 
 # ---------------------------------------------------------------- reading
-def _card_of(source: str | Path | None) -> dict:
-    """The model card of a checkpoint, ``definet fit`` folder or shipped name."""
+def _card_of(source: str | Path | None) -> tuple[dict, str]:
+    """The model card of a checkpoint, ``definet fit`` folder or shipped name, and
+    the model's name."""
     from .weights import checkpoint_source, read_checkpoint, registry
     path, digest, name = checkpoint_source(source)
     card = dict(read_checkpoint(path, digest).get("meta", {}).get("card", {}) or {})
     if digest is not None:            # the registry's card wins, as in load_model
         card.update(registry()[name].get("card", {}))
-    return card
+    return card, Path(name).stem
 
 
 def read_uncertainty(source: str | Path | Mapping | None) -> tuple[dict, str]:
@@ -80,8 +81,9 @@ def read_uncertainty(source: str | Path | Mapping | None) -> tuple[dict, str]:
                 raise ValueError(f"{source}: expected a JSON object, found "
                                  f"{type(data).__name__}")
         else:
-            data = _card_of(source)
-        label = path.stem if path is not None else "default model"
+            data, label = _card_of(source)
+        if path is not None:
+            label = path.stem
     section = data.get("uncertainty", data)
     return dict(section) if isinstance(section, Mapping) else {}, label
 
@@ -158,7 +160,10 @@ def reliability_curves(section: Mapping, label: str = "calibration",
                          f"{sorted(found) or 'none'})")
     curves = {k: v for k, v in curves.items() if v["reliability"]}
     if not curves:
-        raise ValueError(f"{label}: no reliability bins (of kind {', '.join(kinds)}); "
+        card = " (a model card without an 'uncertainty' section: a single model, or an " \
+            "ensemble not calibrated by `definet calibrate`)" \
+            if {"config", "elements"} & set(section) else ""
+        raise ValueError(f"{label}: no reliability bins (of kind {', '.join(kinds)}){card}; "
                          f"expected {_EXPECTED}; found keys {sorted(section) or 'none'}")
     return curves
 
@@ -234,6 +239,7 @@ def plot_reliability(source: str | Path | Mapping | None, out_png: str | Path,
         is missing), or an unknown kind, block or group was asked for.
     """
     section, label = read_uncertainty(source)
+    # messages name the file or model as given; None by the default model's name
     name = label if source is None or isinstance(source, Mapping) else str(source)
     curves = reliability_curves(section, name, kinds, groups, blocks)
     return _save(reliability_figure(curves, log, f"reliability of σ: {label}"), out_png)

@@ -119,7 +119,8 @@ def test_sources_without_bins_are_refused_by_name(section, tmp_path):
     assert not (tmp_path / "x.png").exists()
     ckpt = tmp_path / "single.pt"
     save_checkpoint(ckpt, DefiNet(SMALL), meta={"card": {"elements": ["Mo"]}})
-    with pytest.raises(ValueError, match=r"single\.pt: no reliability bins.*\['elements'\]"):
+    with pytest.raises(ValueError, match=r"single\.pt: no reliability bins .*without an "
+                                         r"'uncertainty' section.*found keys \['elements'\]"):
         plot_reliability(ckpt, tmp_path / "x.png")
     empty = json.loads(json.dumps(section))
     for block in (empty["validation"], empty["test"]["calibration"]):
