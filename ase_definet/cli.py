@@ -250,9 +250,16 @@ def _cmd_residual(args) -> int:
 
 def _cmd_plot(args) -> int:
     from .plot import plot_all, plot_learning_curves
+    if args.reliability is not None:
+        from .plot_reliability import plot_reliability
+        print(plot_reliability(args.reliability or args.model, f"{args.out}/reliability.png",
+                               kinds=("calibrated", "raw") if args.raw else ("calibrated",),
+                               groups=False if args.groups is None else args.groups or True))
+        if args.data is None and not args.metrics:
+            return 0
     if args.data is None:
         if not args.metrics:
-            raise ValueError("give --data (and a model) or --metrics")
+            raise ValueError("give --data (and a model), --metrics or --reliability")
         print(plot_learning_curves(args.metrics, f"{args.out}/learning_curves.png"))
         return 0
     for p in plot_all(_predictor(args), _selected(args)[: max(args.n, 1) * 50], args.out,

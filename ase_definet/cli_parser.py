@@ -298,6 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                     help="keep samples whose info matches (repeatable)")
     pl.add_argument("--metrics", default=None, help="metrics.csv of a training run")
+    pl.add_argument("--reliability", nargs="?", const="", default=None, metavar="SOURCE",
+                    help="reliability diagram of an ensemble's sigma (reliability.png) from "
+                         "a calibration.json, a model card JSON, a checkpoint or a shipped "
+                         "model name; alone: the card of --model")
+    pl.add_argument("--groups", nargs="*", default=None, metavar="GROUP",
+                    help="with --reliability: also one curve per material/density group "
+                         "(all, or those named)")
+    pl.add_argument("--raw", action="store_true",
+                    help="with --reliability: also the uncalibrated curves (dashed)")
     pl.add_argument("-n", "--n", type=int, default=1, help="structures to draw")
     pl.add_argument("--out", default="plots", help="output folder")
     pl.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -143,3 +143,17 @@ def test_card_of_a_calibrated_ensemble(members, samples, emt_store, tmp_path):
     text = card_readme(card)
     assert "## Uncertainty" in text and f"`{section['policy']}`" in text
     assert "member seed 2: 2 epochs, best validation MAE 0.0400" in text
+
+
+def test_cli_plots_the_reliability_of_a_calibration(members, samples, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from ase_definet.cli import main
+    calibrate_ensemble(members, samples[:18], tmp_path / "ens", progress=False)
+    assert main(["plot", "--reliability", str(tmp_path / "ens" / "calibration.json"),
+                 "--groups", "--out", str(tmp_path / "plots")]) == 0
+    png = tmp_path / "plots" / "reliability.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    # the ensemble's own checkpoint carries the same section in its card
+    assert main(["plot", "--reliability", str(tmp_path / "ens" / "best.pt"),
+                 "--out", str(tmp_path / "p2")]) == 0
+    assert (tmp_path / "p2" / "reliability.png").is_file()

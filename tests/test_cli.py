@@ -417,7 +417,7 @@ def test_plot_writes_pngs(tmp_path, ckpt, emt_store):
 def test_plot_without_data_or_metrics_is_exit_2_and_no_folder(tmp_path, capsys):
     assert main(["plot", "--out", str(tmp_path / "plots")]) == 2
     assert _one_error_line(capsys.readouterr().err) == (
-        "definet plot: error: give --data (and a model) or --metrics")
+        "definet plot: error: give --data (and a model), --metrics or --reliability")
     assert not (tmp_path / "plots").exists()
 
 

@@ -8,13 +8,15 @@ import pytest
 
 from ase_definet import DefiNetRelaxer
 from ase_definet.errors import UnsupportedStructureError
-from ase_definet.weights import default_model_name, registry, sha256
+from ase_definet.weights import registry, sha256
 
 from conftest import ROOT
 
 WEIGHTS = ROOT / "weights"
 REG = WEIGHTS / "registry.json"
 pytestmark = pytest.mark.skipif(not REG.exists(), reason="no shipped weights yet")
+#: every shipped model is checked against its own card, not only the default
+SHIPPED = sorted(json.loads(REG.read_text())["models"]) if REG.exists() else []
 
 
 def in_repo(path: str):
@@ -23,8 +25,8 @@ def in_repo(path: str):
     return ROOT / path.replace("weights/train/", "experiments/runs/", 1)
 
 
-def test_registry_hash_and_card():
-    name = default_model_name()
+@pytest.mark.parametrize("name", SHIPPED)
+def test_registry_hash_and_card(name):
     entry = registry()[name]
     assert sha256(entry["path"]) == entry["sha256"]
     card = entry["card"]
@@ -70,8 +72,9 @@ def card_test_report(card: dict) -> dict:
     return json.loads(in_repo(card["data"]["split"]).with_name("test.json").read_text())
 
 
-def test_card_test_numbers_are_those_of_its_report():
-    card = registry()[default_model_name()]["card"]
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_test_numbers_are_those_of_its_report(name):
+    card = registry()[name]["card"]
     report = card_test_report(card)
     assert report["overall"]["n"] == card["test"]["overall"]["n"]
     for key in ("mae", "a3"):
@@ -79,12 +82,12 @@ def test_card_test_numbers_are_those_of_its_report():
             card["test"]["overall"]["model"][key], abs=1e-9)
 
 
-def test_shipped_model_reproduces_its_per_structure_test_report():
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_reproduces_its_per_structure_test_report(name):
     """CI-sized version of the check below: four test structures of the card's report."""
     from ase_definet.evaluate import evaluate
     from ase_definet.inference import Predictor
     from ase_definet.data.load import load_samples
-    name = default_model_name()
     card = registry()[name]["card"]
     report = card_test_report(card)
     # one structure of each of four groups, so both densities are covered
@@ -106,13 +109,13 @@ def test_shipped_model_reproduces_its_per_structure_test_report():
 
 
 @pytest.mark.slow
-def test_card_test_metrics_reproduce():
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_test_metrics_reproduce(name):
     """Re-evaluating the shipped model on its test split gives the card's numbers."""
     from ase_definet.data.splits import apply_split
     from ase_definet.evaluate import evaluate
     from ase_definet.inference import Predictor
     from ase_definet.data.load import load_samples
-    name = default_model_name()
     card = registry()[name]["card"]
     samples = load_samples(in_repo(card["data"]["source"])).samples
     split = (ROOT / card["data"]["test_split"] if card["data"].get("test_split")
