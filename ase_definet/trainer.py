@@ -285,6 +285,9 @@ class Trainer:
         bs = self.cfg.batch_size
         n_batches = math.ceil(len(order) / bs)
         total, count, skipped = 0.0, 0, []
+        # the largest weighted structure loss of the epoch and whose: a finite blow-up
+        # (a loss of 1e8 in one batch) is otherwise hidden in the epoch mean
+        self.worst = (-math.inf, None)
         for start in range(0, len(order), bs):
             loss, per, mine = self.batch_loss(order[start:start + bs])
             self.opt.zero_grad(set_to_none=True)
@@ -304,6 +307,9 @@ class Trainer:
             self.ema.update(self.model)
             total += float(per.detach().sum())
             count += len(mine)
+            k = int(per.argmax())
+            if float(per[k]) > self.worst[0]:
+                self.worst = (float(per[k]), mine[k].id)
         self.skipped_steps += len(skipped)
         return self._allreduce(total, count)
 
@@ -339,7 +345,8 @@ class Trainer:
             return
         with open(self.out / "metrics.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=["epoch", "train_loss", "val_mae",
-                                               "val_score", "lr", "time"])
+                                               "val_score", "lr", "time", "worst_loss",
+                                               "worst_id"])
             w.writeheader()
             w.writerows(self.history)
 
@@ -366,7 +373,9 @@ class Trainer:
             self.history.append({"epoch": self.epoch, "train_loss": f"{loss:.6f}",
                                  "val_mae": f"{mae:.6f}", "val_score": f"{val:.6f}",
                                  "lr": f"{self.opt.param_groups[0]['lr']:.3e}",
-                                 "time": f"{time.time() - t0:.2f}"})
+                                 "time": f"{time.time() - t0:.2f}",
+                                 "worst_loss": f"{self.worst[0]:.6g}",
+                                 "worst_id": self.worst[1]})
             self._rewrite_log()
             if improved:
                 self.save("best.pt")

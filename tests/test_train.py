@@ -335,6 +335,8 @@ def test_a_non_finite_gradient_skips_its_step_not_the_run(emt_store, tmp_path):
     with pytest.warns(UserWarning, match="non-finite gradient on structures .*step skipped"):
         loss = trainer.train_epoch()
     assert math.isfinite(loss) and trainer.skipped_steps == 1 and len(calls) == 3
+    # the epoch's largest structure loss is named (a finite blow-up hides in the mean)
+    assert trainer.worst[1] in {e.id for e in items} and 0 < trainer.worst[0] < math.inf
     after = list(trainer.model.parameters())
     assert all(torch.isfinite(p).all() for p in after)
     assert any(not torch.equal(a, b) for a, b in zip(after, before))   # other steps ran
