@@ -31,13 +31,19 @@ if want rule; then
 fi
 # residual check on 32 validation structures (4 per group): the raw mean and the choice
 if want residual; then
+  # a policy that only withholds needs no run of its own (residual_check.py says why)
+  PR=()
   for pol in none "$POLICY"; do
+    if [ "$pol" != none ] && [[ "$pol" != *shrink* ]]; then break; fi
     OPENBLAS_NUM_THREADS=1 definet residual --threads 1 --workers 2 --model $RUN/best.pt \
       --uncertainty-policy "$pol" --data $T --split-file $S --subset val --per-group 4 -n 32 \
       --fmax 0.05,0.01 --calculator chgnet --resume --json "$RUN/residual_val_${pol//[:+]/_}.json" \
       --quiet > "$RUN/residual_val_${pol//[:+]/_}.md"
-    [ "$pol" = none ] && [ "$POLICY" = none ] && break
+    [ "$pol" = none ] || PR=("$RUN/residual_val_${pol//[:+]/_}.json")
+    [ "$POLICY" = none ] && break
   done
+  python experiments/ensemble/residual_check.py $RUN/best.pt $RUN/residual_val_none.json \
+    "$POLICY" "${PR[@]}" | tee $RUN/residual_check.md || true
 fi
 NAME=definet-2dmd-ensemble
 if grep -q "SHIP as definet-2dmd" $RUN/ship_rule.md 2>/dev/null; then NAME=definet-2dmd; fi
