@@ -66,7 +66,8 @@ def main() -> int:
         p_records = records
     else:
         ap.error(f"{policy.name} shrinks: give its own residual report")
-    print(f"residual check on the {len(records)} structures of {a.none_report}; policy {policy.name}"
+    print(f"residual check on the {len(records)} structures of {a.none_report}; "
+          f"policy {policy.name}"
           + (f" (withholds {sum(withheld.values())})" if withheld else ""))
     print("| fmax | start | median steps | ends > 5 meV above the input's |\n|---|---|---|---|")
     counts = {}
