@@ -218,7 +218,7 @@ def member_records(paths: Sequence[str]) -> list[dict]:
 def calibrate_ensemble(members: Sequence[str], val: Sequence[Sample], out,
                        held_out: dict[str, Sequence[Sample]] | None = None,
                        threads: int | None = None, batch_size: int = 8,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, device: str | None = None) -> dict:
     """Join member checkpoints, calibrate on ``val``, choose the policy, score held-out sets.
 
     Writes into folder ``out``: ``best.pt`` (the ensemble, its card holding the
@@ -241,7 +241,7 @@ def calibrate_ensemble(members: Sequence[str], val: Sequence[Sample], out,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = ensemble_of(list(members))
-    predictor = Predictor(model, device="cpu", threads=threads)
+    predictor = Predictor(model, device=device, threads=threads)
     run = raw_run(predictor, val, batch_size, progress)
     scale = fit_run_scale(run)
     scores = [score_policy(run, p, scale) for p in CANDIDATES]

@@ -225,7 +225,8 @@ def _cmd_calibrate(args) -> int:
     if args.holdout:
         held["holdout"] = load_samples(args.data, progress_note=note, where=args.holdout).samples
     section = calibrate_ensemble(args.members, list(parts["val"]), args.out, held,
-                                 batch_size=args.batch_size, progress=not args.quiet)
+                                 batch_size=args.batch_size, progress=not args.quiet,
+                                 device=args.device)
     print(calibration_text(section))
     return 0
 

@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for best.pt (the ensemble with its uncertainty card), "
                         "calibration.json, test.json, test_none.json, holdout*.json")
     c.add_argument("--batch-size", type=int, default=8, help="structures per forward pass")
+    c.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("residual", help="residual ionic steps from unrelaxed vs predicted")
