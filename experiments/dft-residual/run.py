@@ -145,6 +145,9 @@ def main(argv=None) -> int:
     p.add_argument("--fmax", default="0.05,0.02")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("-n", type=int, default=None, help="first N structures only")
+    p.add_argument("--model", default=None,
+                   help="checkpoint or shipped name (default: the shipped default); a "
+                        "resumed study must use the model it started with")
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(1)
@@ -156,15 +159,25 @@ def main(argv=None) -> int:
     structures = [make_structure(k, m, d, hosts[m]) for k, (m, d) in enumerate(todo)]
     out = Path(args.out)
     done = json.loads(out.read_text())["per_structure"] if out.exists() else []
+    # one model for the whole study: the shipped default may change between sessions
+    from ase_definet.weights import checkpoint_source, sha256
+    model_path = checkpoint_source(args.model)[0]
+    digest = sha256(model_path)
+    before = json.loads(out.read_text()).get("model_sha256") if out.exists() else None
+    if before and before != digest:
+        raise SystemExit(f"{out} was made with the model of sha256 {before[:12]}…, not "
+                         f"{model_path} ({digest[:12]}…): pass --model with the study's "
+                         "own checkpoint (named in the report), or another --out")
 
     def save(report: dict) -> None:
-        report = dict(report, calculator_settings=calculator_version(args.calculator),
+        report = dict(report, model=str(model_path), model_sha256=digest,
+                      calculator_settings=calculator_version(args.calculator),
                       hosts={m: {k: v for k, v in h.info.items()} for m, h in hosts.items()})
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(report, indent=1) + "\n")
         os.replace(tmp, out)
 
-    report = residual_study(Predictor(), structures, calculator=args.calculator,
+    report = residual_study(Predictor(args.model), structures, calculator=args.calculator,
                             fmax=[float(f) for f in args.fmax.split(",")],
                             steps=args.steps, optimizer="BFGS", done=done, on_record=save,
                             pre_relax={"calculator": args.pre, "fmax": 0.01,
