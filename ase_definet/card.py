@@ -292,8 +292,11 @@ def card_readme(card: dict) -> str:
         f"material/density/supercell); " + _split_text(card),
         f"- left out of training entirely: {', '.join(d['excluded']) or 'nothing'}", "",
         "## Training",
-        f"- {t['epochs']} epochs, {t['wall_time_s'] / 60:.0f} min on {t['hardware']}; "
-        f"best validation MAE {t['best_val_mae']:.4f} Å"
+        (f"- {len(t['members'])} members, {t['epochs']} epochs in all" if t.get("members")
+         else f"- {t['epochs']} epochs")
+        + f", {t['wall_time_s'] / 60:.0f} min on {t['hardware']}; "
+        + ("mean " if t.get("members") else "")
+        + f"best validation MAE {t['best_val_mae']:.4f} Å"
         + (f" (epoch {t['best_epoch']})" if "best_epoch" in t else ""),
         *_history_lines(t), *member_lines(t),
         f"- recipe: `{json.dumps(recipe)}`",

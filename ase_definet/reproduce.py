@@ -12,6 +12,12 @@ _BUILD_VARS = {"lr": ("LR", 1.5e-3), "batch_size": ("BATCH", 2), "seed": ("SEED"
 def reproduce_line(card: dict) -> str:
     """The ``weights/build.sh`` command that trains this card's run again."""
     d, t = card["data"], card["training"]
+    if t.get("members"):       # an ensemble: its members' runs, then definet calibrate
+        seeds = " ".join(str(m.get("seed")) for m in t["members"])
+        return (f"`SEEDS=\"{seeds}\" bash experiments/ensemble/train.sh`, then "
+                "`bash experiments/ensemble/ship.sh` (members trained one after another, "
+                "each with the recipe below and its own seed; `definet calibrate` joins "
+                "them)")
     recipe = t.get("recipe") or {}
     env = [f"DATA={d['source']}"] if d.get("source") != _BUILD_DATA else []
     for key, (var, default) in _BUILD_VARS.items():

@@ -143,6 +143,8 @@ def test_card_of_a_calibrated_ensemble(members, samples, emt_store, tmp_path):
     text = card_readme(card)
     assert "## Uncertainty" in text and f"`{section['policy']}`" in text
     assert "member seed 2: 2 epochs, best validation MAE 0.0400" in text
+    assert "- 3 members, 6 epochs in all, 1 min" in text
+    assert 'SEEDS="0 1 2" bash experiments/ensemble/train.sh' in text   # not build.sh
 
 
 def test_cli_plots_the_reliability_of_a_calibration(members, samples, tmp_path, capsys):
