@@ -363,7 +363,7 @@ def test_concentration_strata_are_named_by_fraction_or_defect_count(twins):
 def test_shipped_split_v2_keeps_id_twins_together_and_strata_balanced():
     """weights/data/chgnet-2dmd-tight/split-v2.json, from its ids alone."""
     new = read_split(ROOT / "weights" / "data" / "chgnet-2dmd-tight" / "split-v2.json")
-    old = read_split(ROOT / "weights" / "definet-2dmd.split.json")
+    old = read_split(ROOT / "experiments/runs/definet-2dmd-v10-seed1/split.json")  # v10s1
     where = {i: k for k in SPLITS for i in new[k]}
     assert set(where) == {i for k in SPLITS for i in old[k]} and len(where) == 2399
     twins_of: dict[str, set] = {}

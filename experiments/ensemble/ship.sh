@@ -27,10 +27,18 @@ if want rule; then
   [ -f $RUN/val_none.json ] || definet evaluate --model $RUN/best.pt --uncertainty-policy none \
     --data $T --split-file $S --subset val --threads "$TH" --quiet --json $RUN/val_none.json >/dev/null
   python experiments/ensemble/ship_rule.py $RUN/val_none.json experiments/ensemble/val_v10s1.json \
-    weights/definet-2dmd.split.json | tee $RUN/ship_rule.md || true
+    experiments/runs/definet-2dmd-v10-seed1/split.json | tee $RUN/ship_rule.md || true
+fi
+# the card's residual study: 32 test structures (4 per group), as weights/build.sh does
+if want residual && [ ! -f $RUN/residual.done ]; then
+  OPENBLAS_NUM_THREADS=1 definet residual --threads 1 --workers 2 --model $RUN/best.pt \
+    --data $T --split-file $S --subset test --per-group 4 -n 32 --fmax 0.05,0.01 \
+    --calculator chgnet --resume --json $RUN/residual.json --quiet > $RUN/residual.md
+  touch $RUN/residual.done
 fi
 # residual check on 32 validation structures (4 per group): the raw mean and the choice
-if want residual; then
+# (nothing to compare when the choice is the raw mean itself)
+if want residual && [ "$POLICY" != none ]; then
   # a policy that only withholds needs no run of its own (residual_check.py says why)
   PR=()
   for pol in none "$POLICY"; do
@@ -40,7 +48,6 @@ if want residual; then
       --fmax 0.05,0.01 --calculator chgnet --resume --json "$RUN/residual_val_${pol//[:+]/_}.json" \
       --quiet > "$RUN/residual_val_${pol//[:+]/_}.md"
     [ "$pol" = none ] || PR=("$RUN/residual_val_${pol//[:+]/_}.json")
-    [ "$POLICY" = none ] && break
   done
   python experiments/ensemble/residual_check.py $RUN/best.pt $RUN/residual_val_none.json \
     "$POLICY" "${PR[@]}" | tee $RUN/residual_check.md || true
@@ -49,7 +56,9 @@ NAME=definet-2dmd-ensemble
 if grep -q "SHIP as definet-2dmd" $RUN/ship_rule.md 2>/dev/null; then NAME=definet-2dmd; fi
 if want card; then
   python -m ase_definet.card $RUN --data $T --test $RUN/test.json --holdout $RUN/holdout.json \
-    ${RESIDUAL:+--residual "$RESIDUAL"} -o $RUN/card.json --name $NAME --readme $RUN/CARD.md >/dev/null
+    $([ -f $RUN/residual.json ] && echo --residual $RUN/residual.json) -o $RUN/card.json \
+    --name $NAME --readme "$([ $NAME = definet-2dmd ] && echo weights/README.md || echo $RUN/CARD.md)" \
+    >/dev/null
 fi
 if want add; then
   definet models --add $RUN/best.pt --name $NAME --card $RUN/card.json \

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Re-baseline of the shipped model on the leak-free split (issue #29 item 5).
+# It describes v10s1, the default until the ensemble replaced it (experiments/ensemble/):
+# to rerun it, restore v10s1's weights/ first (`git checkout 8b2a9f8 -- weights/`).
 # One torch thread; about 3 minutes on the 2-core build machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,8 +16,8 @@ ev --data $T --where supercell=12x12 --json $O/holdout_12x12_shipped.json > $O/h
 ev --data $L --split-file $V2 --subset test --where density=low --json $O/test_v2_low_loose.json \
   > $O/test_v2_low_loose.txt
 python -m ase_definet.label_drift $T $L --json $O/label_drift.json > $O/label_drift.md
-python $O/exposure.py $T $V2 weights/definet-2dmd.split.json --json $O/exposure.json > $O/exposure.md
-python $O/by_exposure.py $O/test_v2_shipped.json weights/definet-2dmd.split.json \
+python $O/exposure.py $T $V2 experiments/runs/definet-2dmd-v10-seed1/split.json --json $O/exposure.json > $O/exposure.md
+python $O/by_exposure.py $O/test_v2_shipped.json experiments/runs/definet-2dmd-v10-seed1/split.json \
   --json $O/by_exposure.json > $O/by_exposure.md
 # residual steps (CHGNet + BFGS) on the first 4 test structures of each group (~1 h on one
 # core); resumes from its JSON; also prices start="lower" from the recorded start energies

@@ -13,7 +13,7 @@ the script predicts every structure once and prints, over all real atoms:
 - Dummy and model error by distance to the nearest defect site (< 3, 3–6, ≥ 6 Å).
 
     python experiments/probes/error_anatomy.py [--model weights/definet-2dmd.pt] \
-        [--data weights/data/chgnet-2dmd] [--split-file weights/definet-2dmd.split.json] \
+        [--data weights/data/chgnet-2dmd] [--split-file experiments/runs/definet-2dmd-v10-seed1/split.json] \
         [--subset val]
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="weights (default: shipped)")
     ap.add_argument("--data", default="weights/data/chgnet-2dmd")
-    ap.add_argument("--split-file", default="weights/definet-2dmd.split.json")
+    ap.add_argument("--split-file", default="experiments/runs/definet-2dmd-v10-seed1/split.json")
     ap.add_argument("--subset", default="val", choices=("all", "train", "val", "test"))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

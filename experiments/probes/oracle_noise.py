@@ -87,7 +87,7 @@ def shift_parts(sample, positions: np.ndarray) -> tuple[float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="weights/data/chgnet-2dmd")
-    ap.add_argument("--split-file", default="weights/definet-2dmd.split.json")
+    ap.add_argument("--split-file", default="experiments/runs/definet-2dmd-v10-seed1/split.json")
     ap.add_argument("--subset", default="test", choices=("all", "train", "val", "test"))
     ap.add_argument("--where", action="append", default=None, metavar="KEY=VALUE",
                     help="keep samples whose info matches (repeatable)")
