@@ -307,9 +307,10 @@ class Trainer:
             self.ema.update(self.model)
             total += float(per.detach().sum())
             count += len(mine)
-            k = int(per.argmax())
-            if float(per[k]) > self.worst[0]:
-                self.worst = (float(per[k]), mine[k].id)
+            worst = per.detach()
+            k = int(worst.argmax())
+            if float(worst[k]) > self.worst[0]:
+                self.worst = (float(worst[k]), mine[k].id)
         self.skipped_steps += len(skipped)
         return self._allreduce(total, count)
 
