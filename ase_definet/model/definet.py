@@ -59,7 +59,8 @@ class DefiNet(nn.Module):
                 edge_vec: torch.Tensor, batch: torch.Tensor,
                 n_graphs: int, *, positions: torch.Tensor | None = None,
                 cell: torch.Tensor | None = None, pbc: torch.Tensor | None = None,
-                forces: torch.Tensor | None = None) -> torch.Tensor:
+                forces: torch.Tensor | None = None,
+                workspace: Workspace | None = None) -> torch.Tensor:
         """Displacements of all nodes.
 
         The keyword arguments are what :meth:`ase_definet.graph.Graph.model_kwargs`
@@ -84,6 +85,10 @@ class DefiNet(nn.Module):
         forces : Tensor (N, 3), optional
             Oracle forces at the unrelaxed structure, eV/Å (placeholders'
             are ignored); needed with ``force_input``.
+        workspace : Workspace, optional
+            Scratch buffers to reuse at inference (an ensemble passes one to all
+            its members, so that only the first touches fresh memory); a new one
+            per call by default. Ignored while gradients are recorded.
 
         Returns
         -------
@@ -126,7 +131,10 @@ class DefiNet(nn.Module):
         src, dst = edge_src[order], edge_dst[order]
         vec0 = edge_vec[order]
         pair = pair[order]
-        workspace = None if torch.is_grad_enabled() else Workspace()
+        if torch.is_grad_enabled():
+            workspace = None
+        elif workspace is None:
+            workspace = Workspace()
         # the long-range channel runs once, before the last layer (see long_range.py)
         lr_at = c.num_layers - 1 if c.long_range else -1
         if c.long_range:

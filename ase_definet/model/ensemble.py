@@ -8,8 +8,8 @@ per-atom spread (sigma) is computed by :mod:`ase_definet.uncertainty`.
 Why the members run one after another on the same batch rather than under
 ``torch.func.vmap``: the inference kernels write into a reusable workspace and
 accumulate with in-place ``index_add_`` (:class:`~ase_definet.model.layers.Workspace`),
-which vmap cannot batch; run in turn, the second and later members find that
-workspace already faulted in and warm in cache, and the host-side work (host
+which vmap cannot batch; run in turn on one shared workspace, the second and later
+members find its buffers already faulted in and warm in cache, and the host-side work (host
 matching, neighbour list, collation) is done once for all of them. The cost of an
 ensemble prediction against one member's is measured in ``benchmarks/ensemble.py``.
 """
@@ -20,6 +20,7 @@ from torch import nn
 
 from .config import DefiNetConfig, get_config
 from .definet import DefiNet
+from .layers import Workspace
 
 
 class DefiNetEnsemble(nn.Module):
@@ -58,7 +59,9 @@ class DefiNetEnsemble(nn.Module):
 
     def forward_members(self, *args, **kwargs) -> torch.Tensor:
         """Each member's displacements, ``(K, N, 3)``; arguments as :meth:`DefiNet.forward`."""
-        return torch.stack([m(*args, **kwargs) for m in self.members])
+        # one workspace for all members: the later ones find its buffers faulted in
+        ws = None if torch.is_grad_enabled() else Workspace()
+        return torch.stack([m(*args, workspace=ws, **kwargs) for m in self.members])
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         """Mean displacement of the members, ``(N, 3)``."""
