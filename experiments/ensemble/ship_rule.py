@@ -4,8 +4,8 @@ structures that v10s1 never trained on.
     python experiments/ensemble/ship_rule.py ENSEMBLE_VAL.json V10S1_VAL.json OLD_SPLIT
 
 Both reports come from `definet evaluate --subset val` on split-v2; OLD_SPLIT is
-v10s1's own split (experiments/runs/definet-2dmd-v10-seed1/split.json). The structures in its training
-part are dropped from both reports, and on the rest each model's
+v10s1's own split (experiments/runs/definet-2dmd-v10-seed1/split.json). The
+structures in its training part are dropped from both reports, and on the rest each model's
 concentration-balanced MAE improvement over the Dummy is averaged over the
 material/density groups. Rule: ship the ensemble as definet-2dmd when its mean is at
 least v10s1's minus 1.0 point; exit 0 then, 1 otherwise. No model run.

@@ -13,7 +13,8 @@ the script predicts every structure once and prints, over all real atoms:
 - Dummy and model error by distance to the nearest defect site (< 3, 3–6, ≥ 6 Å).
 
     python experiments/probes/error_anatomy.py [--model weights/definet-2dmd.pt] \
-        [--data weights/data/chgnet-2dmd] [--split-file experiments/runs/definet-2dmd-v10-seed1/split.json] \
+        [--data weights/data/chgnet-2dmd] \
+        [--split-file experiments/runs/definet-2dmd-v10-seed1/split.json] \
         [--subset val]
 """
 from __future__ import annotations
