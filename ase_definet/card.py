@@ -30,7 +30,7 @@ from pathlib import Path
 from .breakdown import strata_markdown, worse_lines
 from .calibrate import calibration_text
 from .reproduce import reproduce_line
-from .residual_report import residual_lines, summarize_by_density
+from .residual_report import residual_lines, summarize, summarize_by_density
 from .scope import scope_lines
 from .targets import group_order, targets_markdown  # noqa: F401 (group_order: old import path)
 from .textfmt import fmt_num
@@ -144,11 +144,14 @@ def with_residual(card: dict, report: dict, split: str | None = None) -> dict:
     """``card`` with the residual-step study of ``report`` (``split``: the split file its
     structures came from, when it is not the card's test split)."""
     card = {k: v for k, v in card.items() if not k.startswith("residual_")}
-    card["residual_steps"] = report.get("summary")
     records = report.get("per_structure", [])
+    # summarised again by this code, so that an older report gets today's counts
+    by_start = summarize(records, report["fmax"]) if records and report.get("fmax") else {}
+    card["residual_steps"] = by_start.get("predicted") or report.get("summary")
     card["residual_steps_by_density"] = summarize_by_density(records, report.get("fmax", []))
-    if (report.get("summary_by_start") or {}).get("lower"):
-        card["residual_steps_lower_start"] = report["summary_by_start"]["lower"]
+    lower = by_start.get("lower") or (report.get("summary_by_start") or {}).get("lower")
+    if lower:
+        card["residual_steps_lower_start"] = lower
     card["residual_steps_n"] = len(records)
     # what the sample is made of: medians over 18 low- and 6 high-density
     # structures describe low density, whatever the split holds

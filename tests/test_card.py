@@ -365,3 +365,23 @@ def test_rescored_card_takes_a_residual_study_with_the_lower_start():
     text = "\n".join(residual_lines(card))
     assert 'With `start="lower"`' in text and "the input taken 1 times" in text
     assert "| 0.05 | 10.0 | 10.0 | 0.0 % |" in text        # no step saved, none lost
+
+
+def test_card_counts_ends_more_than_5_mev_above_the_input_even_for_an_old_report():
+    """The issues' criterion (an end > 5 meV above the run from the input) is counted
+    from the records, so a report written before the count existed gets it too."""
+    from ase_definet.card import with_residual
+    from ase_definet.residual_report import residual_lines
+    recs = []
+    for k, d_mev in enumerate((-20.0, 3.0, 6.0, 400.0)):
+        recs.append({"id": str(k), "group": "BP/high",
+                     "unrelaxed": {"0.01": {"steps": 50, "converged": True, "energy": -1.0}},
+                     "predicted": {"0.01": {"steps": 20, "converged": True,
+                                            "energy": -1.0 + d_mev / 1000}}})
+    old = {"summary": {"0.01": {"median_steps_unrelaxed": 50}}, "per_structure": recs,
+           "fmax": [0.01]}
+    card = with_residual({"name": "m"}, old)
+    assert card["residual_steps"]["0.01"]["predicted_higher_5meV"] == 2
+    assert card["residual_steps"]["0.01"]["predicted_higher"] == 3       # > 0.5 meV
+    row = [line for line in residual_lines(card) if line.startswith("| 0.01 |")][0]
+    assert row.endswith("| 2 |") and "ends > 5 meV higher" in "\n".join(residual_lines(card))
