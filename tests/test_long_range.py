@@ -225,7 +225,10 @@ def test_options_off_build_the_old_network_and_predict_bit_identically():
     from ase_definet.weights import load_model
 
     from conftest import ROOT
+    from ase_definet.model.ensemble import DefiNetEnsemble
     net = load_model()
+    if isinstance(net, DefiNetEnsemble):      # the shipped ensemble: one of its members
+        net = net.members[0]
     cfg = net.config
     assert cfg.long_range == 0 and cfg.force_input is False
     keys = set(net.state_dict())
