@@ -61,7 +61,8 @@ def _predictor(args):
 def _selected(args):
     from .data.load import load_samples
     samples = load_samples(args.data, args.host, lambda m: print(m, file=sys.stderr),
-                           where=getattr(args, "where", None)).samples
+                           where=getattr(args, "where", None),
+                           input_forces=getattr(args, "input_forces", None)).samples
     if args.subset != "all":
         if args.split_file:
             from .data.splits import apply_split
@@ -181,7 +182,8 @@ def _cmd_train(args) -> int:
     summary = run_training(args.data, args.out, cfg, host=args.host, split=args.split_file,
                            split_seed=args.split_seed, device=args.device or "cpu",
                            resume=not args.restart, progress=not args.quiet,
-                           exclude=args.exclude, unassigned=args.unassigned, init=args.init)
+                           exclude=args.exclude, unassigned=args.unassigned, init=args.init,
+                           input_forces=args.input_forces)
     print(json.dumps(summary))
     return 0
 

@@ -33,6 +33,10 @@ def model_args(p: argparse.ArgumentParser) -> None:
                         "(default: the policy the model card names)")
 
 
+INPUT_FORCES_HELP = ("forces at each sample's unrelaxed input, an .npz keyed by sample id "
+                     "(experiments/force-input/forces.py); read by force_input models")
+
+
 def data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True,
                    help="data sources: generator folder, 2DMD folder, compact .extxyz.gz, "
@@ -45,6 +49,7 @@ def data_args(p: argparse.ArgumentParser) -> None:
                         "split recorded in the data)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="keep samples whose info matches (e.g. supercell=12x12; repeatable)")
+    p.add_argument("--input-forces", default=None, metavar="NPZ", help=INPUT_FORCES_HELP)
 
 
 def recipe_args(p: argparse.ArgumentParser) -> None:

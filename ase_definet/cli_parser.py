@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import (cluster_args, csv_list, data_args, fit_parser, model_args,
-                       recipe_args, tolerance_arg)
+from .cli_args import (INPUT_FORCES_HELP, cluster_args, csv_list, data_args, fit_parser,
+                       model_args, recipe_args, tolerance_arg)
 from .trees import EXIT_SKIPPED
 
 
@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or relaxation files (with --host)")
     t.add_argument("--host", default=None, help="host for relaxation files")
     t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--input-forces", default=None, metavar="NPZ", help=INPUT_FORCES_HELP)
     t.add_argument("--config", default="default",
                    help="preset (default, paper) or a JSON dict of DefiNetConfig fields")
     t.add_argument("--split-file", default=None, help="use this split instead of a new one")

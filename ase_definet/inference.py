@@ -17,6 +17,7 @@ import torch
 from ase import Atoms
 from torch import nn
 
+from .encoding import FORCES_ARRAY
 from .errors import DeviceError, StructureTooLargeError, UnsupportedStructureError
 from .graph import Graph, build_graph, collate
 from .labels import defect_labels
@@ -209,11 +210,14 @@ class Predictor:
 
         ``tolerance`` ``None`` uses the predictor's :attr:`tolerance`. A model
         with ``force_input`` reads ``forces`` (eV/Å, ``(len(atoms), 3)``, at the
-        unrelaxed input) or, when none are given, asks the calculator attached to
-        ``atoms`` for them (one extra call; timed as ``"forces"``).
+        unrelaxed input), else ``atoms.arrays["unrelaxed_forces"]``, else asks the
+        calculator attached to ``atoms`` for them (one extra call; timed as ``"forces"``).
         """
         t0 = time.perf_counter()
         t_forces = 0.0
+        if self.config.force_input and forces is None:
+            # forces that came with the structure (extxyz array, a labelled store)
+            forces = atoms.arrays.get(FORCES_ARRAY)
         if self.config.force_input and forces is None:
             if atoms.calc is None:
                 raise ValueError(

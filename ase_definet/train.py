@@ -73,7 +73,8 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
                  host=None, split: str | Path | None = None, split_seed: int = 0,
                  device="cpu", resume: bool = True, progress: bool = True,
                  exclude: list[str] | None = None, unassigned: str = "drop",
-                 init: str | Path | None = None) -> dict:
+                 init: str | Path | None = None,
+                 input_forces: str | Path | None = None) -> dict:
     """Load data, split it (or apply a split file), train, and record provenance.
 
     The split is written to ``out/split.json`` before training, so a resumed
@@ -81,7 +82,9 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
     ``unassigned`` says what happens to samples it does not list: ``"drop"``
     them, or ``"split"`` them (stratified, the listed ones counting towards the
     quotas), which is how a model trained further on a grown data set keeps
-    its parent's test set. ``init``: see :func:`train`.
+    its parent's test set. ``init``: see :func:`train`. ``input_forces``: the
+    ``.npz`` of forces at the unrelaxed inputs a ``force_input`` network reads
+    (:func:`~ase_definet.data.load.load_samples`).
     """
     from .data.splits import apply_split, read_split, split_samples, write_split
     # before the split: only rank 0 may write split.json (two ranks renaming the
@@ -90,7 +93,7 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
     rank, world = dist_info()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = load_samples(sources, host, exclude=exclude)
+    loaded = load_samples(sources, host, exclude=exclude, input_forces=input_forces)
     samples = loaded.samples
     split_file = out / "split.json"
     if split is not None:
@@ -118,6 +121,7 @@ def run_training(sources, out: str | Path, config: TrainConfig | None = None,
             "n_train": len(parts["train"]), "n_val": len(parts["val"]),
             "n_test": len(parts["test"]),
             "groups": sorted({s.group for s in samples}), "excluded": exclude or [],
+            "input_forces": None if input_forces is None else str(input_forces),
             # elements, defect types and host scope of what the weights learn from,
             # so a user-trained checkpoint is checked like a shipped one
             "card": coverage(parts["train"])}

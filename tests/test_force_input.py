@@ -226,3 +226,46 @@ def test_predictor_and_relaxer_take_forces_from_the_attached_calculator(rng):
     # DefiNetRelaxer with a calculator attached predicts from its forces
     r = DefiNetRelaxer(atoms, host, model=pred, logfile=None)
     assert np.allclose(r.predict(), given)
+
+
+def test_predictor_reads_the_structures_force_array(rng):
+    """Forces stored on the structure (extxyz array, a labelled store) are used
+    before asking a calculator; none at all still raises."""
+    from ase_definet.inference import Predictor
+    torch.manual_seed(0)
+    pred = Predictor(DefiNet(DefiNetConfig(**SMALL, force_input=True)), device="cpu",
+                     strict=False)
+    atoms, host, forces = _structure(rng)
+    given = pred.predict([atoms], host, forces=[forces])[0].positions
+    atoms.arrays[FORCES_ARRAY] = forces
+    p = pred.predict([atoms], host)[0]
+    assert np.allclose(p.positions, given) and "forces" not in p.timings
+    atoms.arrays[FORCES_ARRAY] = -forces                  # really read: other output
+    assert np.abs(pred.predict([atoms], host)[0].positions - given).max() > 1e-6
+
+
+def _store(tmp_path, rng, count=3):
+    """A compact extxyz data set of EMT-relaxed samples, and their input forces."""
+    from ase_definet.data.formats.compact import write_compact
+    samples = _emt_samples(rng, count)
+    forces = {s.info["id"]: s.atoms.arrays.pop(FORCES_ARRAY) for s in samples}
+    path = tmp_path / "set.extxyz.gz"
+    write_compact(samples, path)
+    return path, forces
+
+
+def test_load_samples_attaches_input_forces_by_id(rng, tmp_path):
+    from ase_definet.data.load import load_samples
+    path, forces = _store(tmp_path, rng)
+    npz = tmp_path / "forces.npz"
+    np.savez(npz, **forces)
+    samples = load_samples(path, progress_note=lambda m: None, input_forces=npz).samples
+    assert len(samples) == 3
+    for s in samples:
+        np.testing.assert_allclose(s.atoms.arrays[FORCES_ARRAY], forces[s.info["id"]])
+    np.savez(npz, **{k: v for k, v in forces.items() if k != "1"})
+    with pytest.raises(ValueError, match="no forces for 1 of 3 samples"):
+        load_samples(path, progress_note=lambda m: None, input_forces=npz)
+    np.savez(npz, **{k: v[:-1] for k, v in forces.items()})
+    with pytest.raises(ValueError, match="forces of '0' have shape"):
+        load_samples(path, progress_note=lambda m: None, input_forces=npz)
