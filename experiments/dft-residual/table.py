@@ -38,7 +38,8 @@ def rows(report: dict) -> list[str]:
                 name += f" ({pr['steps']} CHGNet steps, {pr['wall_time']:.0f} s)"
             label = _label(p["id"]) if k == 0 else ""
             de = "0" if start == "unrelaxed" else f"{1000 * (r['energy_start'] - e0):+.1f} meV"
-            dend = "–" if start == "unrelaxed" else f"{1000 * (r['0.02']['energy'] - end0):+.2f} meV"
+            dend = ("–" if start == "unrelaxed"
+                    else f"{1000 * (r['0.02']['energy'] - end0):+.2f} meV")
             dist = ("–" if start == "unrelaxed"
                     else f"{p['end_distance']['0.02'][start]:.3f} Å")
             out.append(f"| {label} | {name} | {r['0.05']['steps']} | {r['0.02']['steps']} "
