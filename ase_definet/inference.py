@@ -222,7 +222,8 @@ class Predictor:
             if atoms.calc is None:
                 raise ValueError(
                     "this model reads the forces at the unrelaxed input "
-                    "(force_input): attach a calculator to the structure or pass forces=")
+                    "(force_input): attach a calculator to the structure or pass forces= "
+                    f"or atoms.arrays[{FORCES_ARRAY!r}] (definet: --input-forces NPZ)")
             forces = atoms.get_forces()
             t_forces = time.perf_counter() - t0
             t0 = time.perf_counter()

@@ -269,3 +269,30 @@ def test_load_samples_attaches_input_forces_by_id(rng, tmp_path):
     np.savez(npz, **{k: v[:-1] for k, v in forces.items()})
     with pytest.raises(ValueError, match="forces of '0' have shape"):
         load_samples(path, progress_note=lambda m: None, input_forces=npz)
+
+
+def test_cli_trains_and_evaluates_a_force_model_from_input_forces(rng, tmp_path, capsys):
+    """`definet train/evaluate --input-forces`: the forces reach the network, and
+    without them a force model's evaluation stops with a message naming the array."""
+    import json
+
+    from ase_definet.cli import main
+    from ase_definet.data.splits import write_split
+    path, forces = _store(tmp_path, rng, count=4)
+    npz = tmp_path / "forces.npz"
+    np.savez(npz, **forces)
+    split = write_split({"train": ["0", "1", "2"], "val": ["3"], "test": []},
+                        tmp_path / "split.json")
+    out = tmp_path / "run"
+    config = json.dumps({**SMALL, "force_input": True})
+    common = ["--data", str(path), "--split-file", str(split), "--quiet"]
+    assert main(["train", *common, "--input-forces", str(npz), "--out", str(out),
+                 "--config", config, "--epochs", "1", "--batch-size", "2",
+                 "--lr", "1e-3"]) == 0
+    report = tmp_path / "val.json"
+    assert main(["evaluate", *common, "--input-forces", str(npz), "--subset", "val",
+                 "--model", str(out / "best.pt"), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["overall"]["n"] == 1
+    assert main(["evaluate", *common, "--subset", "val",
+                 "--model", str(out / "best.pt")]) == 2
+    assert "--input-forces NPZ" in capsys.readouterr().err
