@@ -215,20 +215,21 @@ class Predictor:
         """
         t0 = time.perf_counter()
         t_forces = 0.0
-        if self.config.force_input and forces is None:
+        if not self.config.force_input:
+            forces = None
+        elif forces is None:
             # forces that came with the structure (extxyz array, a labelled store)
             forces = atoms.arrays.get(FORCES_ARRAY)
-        if self.config.force_input and forces is None:
-            if atoms.calc is None:
-                raise ValueError(
-                    "this model reads the forces at the unrelaxed input "
-                    "(force_input): attach a calculator to the structure or pass forces= "
-                    f"or atoms.arrays[{FORCES_ARRAY!r}] (definet: --input-forces NPZ)")
-            forces = atoms.get_forces()
-            t_forces = time.perf_counter() - t0
-            t0 = time.perf_counter()
-        elif not self.config.force_input:
-            forces = None
+            if forces is None:
+                if atoms.calc is None:
+                    raise ValueError(
+                        "this model reads the forces at the unrelaxed input "
+                        "(force_input): attach a calculator to the structure or pass "
+                        f"forces= or atoms.arrays[{FORCES_ARRAY!r}] (definet: "
+                        "--input-forces NPZ)")
+                forces = atoms.get_forces()
+                t_forces = time.perf_counter() - t0
+                t0 = time.perf_counter()
         match = match_host(atoms, host,
                            tolerance=self.tolerance if tolerance is None else tolerance)
         t1 = time.perf_counter()
