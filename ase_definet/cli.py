@@ -235,16 +235,17 @@ def _cmd_calibrate(args) -> int:
 
 def _cmd_residual(args) -> int:
     from .evaluate import save_report
-    from .residual import format_residual, residual_study
+    from .residual import format_residual, residual_study, resume_records
     fmax = [float(f) for f in args.fmax.split(",")]
     done = []
     if args.json and args.resume and Path(args.json).exists():
-        done = json.loads(Path(args.json).read_text())["per_structure"]
+        done = resume_records(json.loads(Path(args.json).read_text()))
     save = (lambda r: save_report(r, args.json)) if args.json else None
     report = residual_study(_predictor(args), _selected(args), calculator=args.calculator,
                             fmax=fmax, steps=args.steps, n=args.n,
                             progress=not args.quiet, done=done, on_record=save,
-                            workers=args.workers, scheduler=args.scheduler)
+                            workers=args.workers, scheduler=args.scheduler,
+                            on_error="record" if args.keep_going else "raise")
     print(format_residual(report))
     if args.json:
         save_report(report, args.json)

@@ -287,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_args(s, 0)
     s.add_argument("--resume", action="store_true",
                    help="keep the structures already in --json and relax only the rest")
+    s.add_argument("--keep-going", action="store_true",
+                   help="a calculator error in one structure (e.g. an SCF that does not "
+                        "converge) records it as failed and goes on, instead of ending "
+                        "the study; --resume does not retry recorded failures")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     pl = sub.add_parser("plot", help="learning curves, parity, error vs distance, top views")

@@ -158,8 +158,22 @@ def _init_worker(calculator: CalculatorLike, device: str, threads: int | None,
 
 def _relax_pair(task: tuple) -> tuple[int, dict]:
     """Every relaxation of one structure, as one engine job: from the unrelaxed
-    input, from the prediction and (with ``pre_relax``) from a pre-relaxation."""
-    k, unrelaxed, predicted, targets, steps, optimizer, pre_relax = task
+    input, from the prediction and (with ``pre_relax``) from a pre-relaxation.
+    With ``on_error="record"`` a failing calculator (e.g. an SCF that does not
+    converge) gives ``{"failed": "Type: message", "failed_start": start}``."""
+    k, *rest, on_error = task
+    where = ["pre_relax"]
+    try:
+        return k, _relax_starts(*rest, where)
+    except Exception as err:        # the caller asked for failures to be recorded
+        if on_error != "record":
+            raise
+        return k, {"failed": f"{type(err).__name__}: {err}".strip(), "failed_start": where[0]}
+
+
+def _relax_starts(unrelaxed: Atoms, predicted: Atoms, targets: list[float], steps: int,
+                  optimizer, pre_relax: dict | None, where: list[str]) -> dict:
+    """The relaxations of :func:`_relax_pair`; ``where[0]`` names the one running."""
     calc = _WORKER["calc"]
     starts = {"unrelaxed": unrelaxed, "predicted": predicted}
     parts: dict = {}
@@ -173,6 +187,7 @@ def _relax_pair(task: tuple) -> tuple[int, dict]:
         starts["pre_relaxed"] = start
         parts["pre_relax"] = dict(state, wall_time=pre["wall_time"])
     for name, atoms in starts.items():
+        where[0] = name
         parts[name] = relax_to_thresholds(atoms, calc, targets, steps, optimizer,
                                           positions=True)
     parts["end_distance"] = {
@@ -181,7 +196,13 @@ def _relax_pair(task: tuple) -> tuple[int, dict]:
                       for name in starts if name != "unrelaxed"} for f in targets}
     for f in targets:
         parts["unrelaxed"][fmax_key(f)].pop("positions")
-    return k, parts
+    return parts
+
+
+def resume_records(report: dict) -> list[dict]:
+    """The records of a saved study that a resumed one keeps: every finished
+    structure, and every recorded failure (not retried; delete it to retry)."""
+    return list(report.get("per_structure", [])) + list(report.get("failed", []))
 
 
 def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorLike = "chgnet",
@@ -191,7 +212,7 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
                    done: Sequence[dict] = (),
                    on_record: Callable[[dict], None] | None = None,
                    workers: int = 0, pre_relax: dict | None = None,
-                   scheduler: str | None = None) -> dict:
+                   scheduler: str | None = None, on_error: str = "raise") -> dict:
     """Relax from the unrelaxed structure and from the DefiNet prediction.
 
     Parameters
@@ -236,13 +257,19 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
         then unused. The predictions are made here, and only this process
         writes: a lost worker costs the structure it was relaxing, which
         another worker relaxes again.
+    on_error : {"raise", "record"}
+        What a calculator error in one structure does: ``"raise"`` ends the
+        study (what is saved stays saved); ``"record"`` puts the structure in
+        the report's ``failed`` list (id, group, the error and the start that
+        failed), leaves it out of every statistic, and goes on. A resumed study
+        keeps recorded failures (:func:`resume_records`) and does not retry them.
 
     Returns
     -------
     dict
         ``{"per_structure": [...], "summary": {"0.05": {...}}, "summary_by_start":
         {"predicted": {...}, "pre_relaxed": {...}}, "fmax": [...], "optimizer",
-        "calculator", "max_steps", "n"}``. Each record holds, per start, the
+        "calculator", "max_steps", "n", "failed": [...]}``. Each record holds, per start, the
         steps, energies (``energy_start`` before the first step) and convergence
         at every threshold, and ``end_distance``: the largest atom distance (Å)
         between that start's end point and the unrelaxed input's.
@@ -250,6 +277,8 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
     from tqdm.auto import tqdm
     samples = list(samples if n is None else itertools.islice(samples, n))
     check_shippable(calculator, workers, scheduler)
+    if on_error not in ("raise", "record"):
+        raise ValueError(f"on_error is 'raise' or 'record', got {on_error!r}")
     targets = _thresholds(fmax)
     if pre_relax is not None:
         if "calculator" not in pre_relax or "fmax" not in pre_relax:
@@ -259,7 +288,7 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
     todo = [k for k, s in enumerate(samples) if s.info.get("id") not in old]
     predicted, t_pred = _predicted_atoms(predictor, [samples[k] for k in todo]) \
         if todo else ([], 0.0)
-    tasks = [(k, samples[k].atoms, start, targets, steps, optimizer, pre_relax)
+    tasks = [(k, samples[k].atoms, start, targets, steps, optimizer, pre_relax, on_error)
              for k, start in zip(todo, predicted)]
     name = calculator if isinstance(calculator, str) else \
         getattr(calculator, "__name__", type(calculator).__name__)
@@ -275,7 +304,8 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
     slots: list[dict | None] = [old.get(s.info.get("id")) for s in samples]
 
     def report() -> dict:
-        records = [r for r in slots if r is not None]
+        records = [r for r in slots if r is not None and "failed" not in r]
+        failed = [r for r in slots if r is not None and "failed" in r]
         by_start = summarize(records, targets)
         # "summary" is the prediction's row of by_start, kept under its old key
         summary = by_start.get("predicted") or {
@@ -284,7 +314,7 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
                 "predict_time_s": sum(r.get("predict_time_s", 0.0) for r in records),
                 "summary": summary, "summary_by_start": by_start,
                 "by_density": summarize_by_density(records, targets),
-                "per_structure": records}
+                "per_structure": records, "failed": failed}
 
     # one scheduling path (data/engine.py): this process, a LocalCluster or a cluster
     setup = partial(_init_worker, calculator, device,
@@ -295,7 +325,9 @@ def residual_study(predictor, samples: Iterable[Sample], calculator: CalculatorL
                              desc="residual", unit="struct"):
             s = samples[k]
             slots[k] = {"id": s.info.get("id"), "group": s.group, "n_atoms": len(s.atoms),
-                        **parts, "predict_time_s": t_each}
+                        **parts}
+            if "failed" not in parts:
+                slots[k]["predict_time_s"] = t_each
             if on_record is not None:
                 on_record(report())
     return report()

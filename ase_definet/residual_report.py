@@ -202,6 +202,9 @@ def format_residual(report: dict) -> str:
         for density, block in by_density.items():
             lines.append(f"{density} density (n = {block['n']})")
             lines += rows(block["summary"])
+    for r in report.get("failed") or []:
+        lines.append(f"failed, left out of every statistic: {r['id']} (start "
+                     f"{r.get('failed_start')}): {r['failed']}")
     return "\n".join(lines)
 
 

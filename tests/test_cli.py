@@ -515,3 +515,34 @@ def test_relax_says_when_a_prediction_was_reverted(tmp_path, monkeypatch, capsys
     for f, a in zip(read(out, ":"), read(EXAMPLE, ":")):
         assert abs(np.linalg.norm(f.positions - a.positions, axis=1).max() - 1e3) < 1.0
         assert f.info["definet"] == "kept" and f.info["definet_warnings"]
+
+
+# ----------------------------------------------------------------- residual --keep-going
+
+def scf_never_converges():
+    """A calculator factory for ``--calculator test_cli:scf_never_converges``."""
+    from ase.calculators.emt import EMT
+
+    class NoSCF(EMT):
+        def calculate(self, *args, **kwargs):
+            raise RuntimeError("Did not converge!")
+    return NoSCF()
+
+
+def test_residual_keep_going_records_failures_and_resume_skips_them(tmp_path, ckpt,
+                                                                     emt_store, capsys):
+    report = tmp_path / "res.json"
+    base = ["residual", "--model", str(ckpt), "--data", str(emt_store), "--quiet",
+            "--threads", "1", "--calculator", "test_cli:scf_never_converges", "-n", "2",
+            "--fmax", "0.1", "--json", str(report)]
+    with pytest.raises(RuntimeError, match="Did not converge"):   # without --keep-going
+        main(base)
+    assert not report.exists()                   # nothing finished, nothing written
+    assert main(base + ["--keep-going"]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads(report.read_text())
+    assert saved["n"] == 0 and len(saved["failed"]) == 2
+    assert {r["failed"] for r in saved["failed"]} == {"RuntimeError: Did not converge!"}
+    assert out.count("failed, left out of every statistic") == 2
+    assert main(base + ["--keep-going", "--resume"]) == 0
+    assert json.loads(report.read_text())["failed"] == saved["failed"]

@@ -8,7 +8,7 @@ from ase.calculators.emt import EMT
 
 from ase_definet.calculators import CALCULATORS, GPAW_SETTINGS, calculator_version, \
     make_calculator
-from ase_definet.residual import residual_study
+from ase_definet.residual import residual_study, resume_records
 from ase_definet.residual_report import format_residual, start_energy_gap
 
 from conftest import TruePredictor
@@ -94,3 +94,53 @@ def test_gpaw_is_a_calculator_name_with_its_settings_in_one_place():
     assert calc.parameters["basis"] == "dzp"
     version = calculator_version("gpaw")
     assert version.startswith("gpaw ") and '"xc": "PBE"' in version
+
+
+class FailsOnGold(EMT):
+    """EMT that fails like an SCF that does not converge, on any structure with Au."""
+
+    def calculate(self, atoms=None, *args, **kwargs):
+        if "Au" in atoms.get_chemical_symbols():
+            raise RuntimeError("Did not converge!")
+        super().calculate(atoms, *args, **kwargs)
+
+
+def test_a_failing_calculator_is_recorded_and_the_study_goes_on(samples):
+    report = residual_study(TruePredictor(samples), samples, calculator=FailsOnGold(),
+                            fmax=0.05, progress=False, on_error="record")
+    # the vacancy (no Au) finished; the Au substitution failed at its first start
+    assert [r["id"] for r in report["per_structure"]] == ["s0"]
+    assert report["n"] == 1
+    (failed,) = report["failed"]
+    assert failed["id"] == "s1" and failed["failed"] == "RuntimeError: Did not converge!"
+    assert failed["failed_start"] == "unrelaxed"
+    assert report["summary"]["0.05"]["converged_unrelaxed"] == 1   # left out of the statistics
+    assert "failed, left out of every statistic: s1 (start unrelaxed)" in \
+        format_residual(report)
+
+
+def test_a_resumed_study_keeps_recorded_failures_without_retrying(samples):
+    first = residual_study(TruePredictor(samples), samples, calculator=FailsOnGold(),
+                           fmax=0.05, progress=False, on_error="record")
+    calls = []
+
+    class Counting(FailsOnGold):
+        def calculate(self, *args, **kwargs):
+            calls.append(1)
+            super().calculate(*args, **kwargs)
+
+    again = residual_study(TruePredictor(samples), samples, calculator=Counting(),
+                           fmax=0.05, progress=False, on_error="record",
+                           done=resume_records(first))
+    assert calls == []
+    assert again["failed"] == first["failed"]
+    assert again["per_structure"] == first["per_structure"]
+
+
+def test_by_default_a_calculator_error_ends_the_study(samples):
+    with pytest.raises(RuntimeError, match="Did not converge"):
+        residual_study(TruePredictor(samples), samples, calculator=FailsOnGold(),
+                       fmax=0.05, progress=False)
+    with pytest.raises(ValueError, match="on_error is 'raise' or 'record', got 'skip'"):
+        residual_study(TruePredictor(samples), samples, calculator="emt",
+                       progress=False, on_error="skip")

@@ -152,13 +152,13 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(1)
     from ase_definet.inference import Predictor
-    from ase_definet.residual import residual_study
+    from ase_definet.residual import residual_study, resume_records
     from ase_definet.residual_report import format_residual
     hosts = {m: relaxed_host(m, n, args.calculator) for m, n in HOSTS.items()}
     todo = STRUCTURES[:args.n] if args.n else STRUCTURES
     structures = [make_structure(k, m, d, hosts[m]) for k, (m, d) in enumerate(todo)]
     out = Path(args.out)
-    done = json.loads(out.read_text())["per_structure"] if out.exists() else []
+    done = resume_records(json.loads(out.read_text())) if out.exists() else []
     # one model for the whole study: the shipped default may change between sessions
     from ase_definet.weights import checkpoint_source, sha256
     model_path = checkpoint_source(args.model)[0]
@@ -180,6 +180,7 @@ def main(argv=None) -> int:
     report = residual_study(Predictor(args.model), structures, calculator=args.calculator,
                             fmax=[float(f) for f in args.fmax.split(",")],
                             steps=args.steps, optimizer="BFGS", done=done, on_record=save,
+                            on_error="record",
                             pre_relax={"calculator": args.pre, "fmax": 0.01,
                                        "optimizer": "FIRE"})
     save(report)

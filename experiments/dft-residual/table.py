@@ -65,6 +65,8 @@ def main() -> int:
     print(f"{len(report['per_structure'])} structures\n")
     print("\n".join(rows(report)) + "\n")
     print("\n".join(medians(report)))
+    for f in report.get("failed") or []:
+        print(f"\nfailed, left out of the tables: {_label(f['id'])}: {f['failed']}")
     return 0
 
 
