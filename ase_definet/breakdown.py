@@ -142,6 +142,17 @@ def _cells(name: str, label: str, block: dict) -> list[str]:
             fmt_share(worse["n"], block["n"]) if worse else "n/a"]
 
 
+def balanced_improvements(report: dict, metric: str = "mae") -> dict[str, float]:
+    """Group → its concentration-balanced improvement over the Dummy (%) in
+    ``metric``, from an evaluation report; groups without a value are left out."""
+    out = {}
+    for group, block in (report.get("strata") or {}).items():
+        value = block["balanced"]["improvement"].get(metric)
+        if value is not None:
+            out[group] = float(value)
+    return out
+
+
 def strata_rows(report: dict) -> list[list[str]]:
     """Table rows: every stratum of every group, then the group's balanced mean."""
     rows = []

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .breakdown import balanced_improvements
 from .data.sample import Sample
 from .evaluate import evaluate_predictions, predict_samples
 from .inference import Prediction
@@ -105,8 +106,7 @@ def raw_run(predictor, samples: Sequence[Sample], batch_size: int = 8,
 
 def _balanced(report: dict, metric: str) -> float:
     """Mean over groups of the concentration-balanced improvement (%)."""
-    values = [g["balanced"]["improvement"].get(metric) for g in report["strata"].values()]
-    values = [v for v in values if v is not None and np.isfinite(v)]
+    values = [v for v in balanced_improvements(report, metric).values() if np.isfinite(v)]
     return float(np.mean(values)) if values else float("nan")
 
 

@@ -8,6 +8,7 @@ from ase.calculators.emt import EMT
 from ase.optimize import FIRE
 
 from ase_definet import DefiNet
+from ase_definet.breakdown import balanced_improvements
 from ase_definet.data.sample import Sample
 from ase_definet.evaluate import (displacement_arrays, evaluate, evaluate_predictions,
                                   format_table, save_report)
@@ -157,6 +158,13 @@ def test_report_carries_strata_and_worse_counts_to_json_and_text(samples, tmp_pa
     assert report["per_structure"][2]["fraction"] == 0.05
     back = json.loads(save_report(report, tmp_path / "r.json").read_text())
     assert back["strata"]["Cu/low"]["balanced"]["improvement"]["mae"] == pytest.approx(100.0)
+    # the one reader of those values: the perfect low-density predictions score 100 %,
+    # the moved high-density one below zero; a group without a value is left out
+    bal = balanced_improvements(back)
+    assert set(bal) == {"Cu/low", "Cu/high"}
+    assert bal["Cu/low"] == pytest.approx(100.0) and bal["Cu/high"] < 0
+    back["strata"]["Cu/high"]["balanced"]["improvement"]["mae"] = None
+    assert set(balanced_improvements(back)) == {"Cu/low"}
     text = format_table(report)
     assert "balanced (1 strata)" in text and "balanced = group mean" in text
     assert "overall: 1 of 3 (33.3 %); Cu/high: 1 of 1 (100.0 %); Cu/low: 0 of 2 (0.0 %)" in text

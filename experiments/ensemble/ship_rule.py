@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_definet.breakdown import balanced_improvements
 from ase_definet.data.splits import read_split
 from ase_definet.evaluate import report_from_records
 
@@ -29,10 +30,6 @@ def unseen(report: dict, trained: set[str]) -> dict:
     return report_from_records(records, report["radii"])
 
 
-def balanced(report: dict) -> dict[str, float]:
-    return {g: b["balanced"]["improvement"]["mae"] for g, b in report["strata"].items()}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("ensemble")
@@ -41,7 +38,7 @@ def main() -> int:
     a = ap.parse_args()
     trained = {str(i) for i in read_split(a.old_split)["train"]}
     ens, old = (unseen(json.loads(Path(p).read_text()), trained) for p in (a.ensemble, a.v10s1))
-    be, bo = balanced(ens), balanced(old)
+    be, bo = balanced_improvements(ens), balanced_improvements(old)
     print(f"split-v2 val structures v10s1 never trained on: {ens['overall']['n']}")
     print("| group | n | ensemble | v10s1 |\n|---|---|---|---|")
     for g in sorted(be):

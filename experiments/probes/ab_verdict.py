@@ -13,15 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-
-def balanced(report: dict) -> dict[str, float]:
-    """Group → concentration-balanced MAE improvement over the Dummy, %."""
-    out = {}
-    for g, s in report["strata"].items():
-        imp = ((s or {}).get("balanced") or {}).get("improvement", {}).get("mae")
-        if imp is not None:
-            out[g] = float(imp)
-    return out
+from ase_definet.breakdown import balanced_improvements
 
 
 def main() -> int:
@@ -33,7 +25,7 @@ def main() -> int:
     ap.add_argument("--max-drop", type=float, default=3.0,
                     help="points any group may lose (default 3)")
     args = ap.parse_args()
-    a, b = (balanced(json.load(open(p))) for p in (args.a, args.b))
+    a, b = (balanced_improvements(json.load(open(p))) for p in (args.a, args.b))
     groups = sorted(set(a) & set(b), key=lambda g: ("high" in g, g))
     print("| group | A | B | B − A |\n|---|---|---|---|")
     for g in groups:
