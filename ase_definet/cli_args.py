@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 
+from .calculators import CALCULATORS
 from .match import DEFAULT_TOLERANCE
+
+#: The calculator names every --calculator flag lists, from the one resolver.
+CALCULATOR_NAMES = ", ".join(CALCULATORS) + " or module:function"
 
 
 def tolerance_arg(p: argparse.ArgumentParser) -> None:
@@ -75,7 +79,7 @@ def recipe_args(p: argparse.ArgumentParser) -> None:
                    help="low: structures per host; high: per concentration "
                         "(needed here or in the recipe)")
     p.add_argument("--calculator", default=None,
-                   help="oracle: chgnet (default), sevenn, emt or module:function")
+                   help=f"oracle: {CALCULATOR_NAMES} (default: chgnet)")
     cluster_args(p, 1)
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import (INPUT_FORCES_HELP, cluster_args, csv_list, data_args, fit_parser,
-                       model_args, recipe_args, tolerance_arg)
+from .cli_args import (CALCULATOR_NAMES, INPUT_FORCES_HELP, cluster_args, csv_list, data_args,
+                       fit_parser, model_args, recipe_args, tolerance_arg)
 from .trees import EXIT_SKIPPED
 
 
@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="structures per forward pass")
     tolerance_arg(r)
     r.add_argument("--calculator", default=None,
-                   help="finish with residual steps of this calculator (chgnet, emt, "
-                        "module:function; default: none, DefiNet only)")
+                   help=f"finish with residual steps of this calculator ({CALCULATOR_NAMES}; "
+                        "default: none, DefiNet only)")
     r.add_argument("--on-violation", default="revert", choices=("revert", "keep", "calculator"),
                    help="a prediction that fails the sanity checks (atoms too close, an "
                         "atom flung away): restore the input positions, keep it "
@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(s)
     data_args(s)
     s.add_argument("--calculator", default="chgnet",
-                   help="calculator of the residual steps (chgnet, emt, module:function)")
+                   help=f"calculator of the residual steps ({CALCULATOR_NAMES})")
     s.add_argument("--fmax", default="0.05,0.01",
                    help="comma-separated force thresholds in eV/Å")
     s.add_argument("--steps", type=int, default=1000, help="step cap per relaxation")

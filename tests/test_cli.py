@@ -546,3 +546,13 @@ def test_residual_keep_going_records_failures_and_resume_skips_them(tmp_path, ck
     assert out.count("failed, left out of every statistic") == 2
     assert main(base + ["--keep-going", "--resume"]) == 0
     assert json.loads(report.read_text())["failed"] == saved["failed"]
+
+
+@pytest.mark.parametrize("command", ["relax", "residual", "generate", "fit"])
+def test_every_calculator_flag_lists_every_calculator_name(command):
+    """The help named chgnet/sevenn/emt by hand and missed gpaw when it was added."""
+    from ase_definet.calculators import CALCULATORS
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flag = next(a for a in sub.choices[command]._actions if "--calculator" in a.option_strings)
+    for name in CALCULATORS:
+        assert name in flag.help, (command, name)

@@ -18,7 +18,8 @@ def main(argv=None) -> int:
     p.add_argument("--report", default=str(HERE / "report.json"))
     p.add_argument("--out", default=str(HERE.parent.parent / "docs" / "figures"
                                         / "dft_residual_steps.png"))
-    p.add_argument("--fmax", default="0.05")
+    p.add_argument("--fmax", nargs="+", default=["0.05", "0.02"],
+                   help="thresholds, one panel each")
     args = p.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
@@ -26,15 +27,17 @@ def main(argv=None) -> int:
     report = json.loads(Path(args.report).read_text())
     recs = report["per_structure"]
     labels = [r["id"].split("-", 1)[1] for r in recs]
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(recs) + 2), 3.5))
+    fig, axes = plt.subplots(len(args.fmax), 1, sharex=True, squeeze=False,
+                             figsize=(max(5, 0.7 * len(recs) + 2), 0.5 + 2.8 * len(args.fmax)))
     width = 0.27
-    for k, (start, name) in enumerate(STARTS):
-        steps = [r[start][args.fmax]["steps"] if start in r else float("nan") for r in recs]
-        ax.bar([i + (k - 1) * width for i in range(len(recs))], steps, width, label=name)
+    for ax, fmax in zip(axes[:, 0], args.fmax):
+        for k, (start, name) in enumerate(STARTS):
+            steps = [r[start][fmax]["steps"] if start in r else float("nan") for r in recs]
+            ax.bar([i + (k - 1) * width for i in range(len(recs))], steps, width, label=name)
+        ax.set_ylabel(f"GPAW + BFGS steps\nto {fmax} eV/Å")
+    axes[0, 0].set_title(f"Residual DFT steps by start (n = {len(recs)})", fontsize=10)
+    axes[0, 0].legend(fontsize=8)
     ax.set_xticks(range(len(recs)), labels, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(f"GPAW + BFGS steps to {args.fmax} eV/Å")
-    ax.set_title(f"Residual DFT steps by start (n = {len(recs)})", fontsize=10)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
